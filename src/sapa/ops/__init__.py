@@ -1,0 +1,11 @@
+"""Functional ops: the SAPA operator, its two primitives, and backend dispatch."""
+from .dispatch import choose_backend, list_backends
+from .functional import local_assemble, local_similarity, sapa_attention
+
+__all__ = [
+    "sapa_attention",
+    "local_similarity",
+    "local_assemble",
+    "choose_backend",
+    "list_backends",
+]
