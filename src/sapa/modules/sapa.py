@@ -7,6 +7,7 @@ import torch.nn as nn
 from ..ops import _checks
 from ..ops._geometry import nearest_upsample
 from ..ops.functional import sapa_attention
+from .factory import register_upsampler
 from .norms import NORMS, build_norm
 
 VARIANTS = ("I", "B", "P", "G")
@@ -124,6 +125,10 @@ class SAPA(nn.Module):
                 f"out_channels={self.out_channels}")
 
     def _check_inputs(self, x, guide):
+        if guide is None:
+            raise ValueError(
+                "SAPA needs guide, the high-resolution encoder feature B x Cg x H' x W': "
+                "call it as up(x, guide)")
         _checks.check_tensor("x", x)
         _checks.check_tensor("guide", guide)
         _checks.check_same_kind({"x": x, "guide": guide})
@@ -155,9 +160,21 @@ class SAPA(nn.Module):
         g = nearest_upsample(torch.sigmoid(self.gate(xn)), size)
         return g * q + (1 - g) * q_x, k
 
-    def forward(self, x: torch.Tensor, guide: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, guide: torch.Tensor | None = None) -> torch.Tensor:
         self._check_inputs(x, guide)
         q, k = self.query_key(x, guide)
         v = self.v(self.norm_x(x)) if hasattr(self, "v") else x
         return sapa_attention(q, k, v, self.kernel_size, normalizer=self.normalizer,
                               border=self.border, backend=self.backend)
+
+
+def _sapa_builder(variant):
+    def build(in_channels, guide_channels=None, scale_factor=2, **kwargs):
+        return SAPA(in_channels, guide_channels, variant=variant, **kwargs)
+
+    build.__doc__ = f"SAPA-{variant}: ``SAPA(in_channels, guide_channels, variant={variant!r}, **kwargs)``."
+    return build
+
+
+for _v in VARIANTS:
+    register_upsampler(f"sapa-{_v.lower()}", guided=True)(_sapa_builder(_v))

@@ -1,7 +1,15 @@
-"""Kernel normalisation ``w = h(s) / sum h(s)`` and its hand-written backward.
+"""Kernel normalisation ``w = h(s) / sum h(s)`` per window point, for backends that stream
+over the window one offset at a time.
 
-Used by the backends that implement their own autograd; the reference lets autograd
-differentiate its own, independent, version.
+The forward keeps one statistic per output point (``stat``, ``B x H' x W'`` float32):
+
+- ``softmax``: the log-sum-exp of the scores, so ``w_p = exp(s_p - stat)``;
+- ``relu`` / ``sigmoid`` / ``softplus``: the denominator ``sum_p h(s_p) + EPS``;
+- ``none``: unused (``w_p = s_p``).
+
+The backward needs ``delta = sum_p w_p * dL/dw_p``, which equals ``<dL/dout, out>`` per point
+(the same trick as flash attention), so it too streams over the offsets.
+The reference backend does not use this module: autograd differentiates its own version.
 """
 from __future__ import annotations
 
@@ -11,15 +19,17 @@ import torch.nn.functional as F
 from ._geometry import EPS
 
 
-def _h(scores, normalizer):
+def h(scores, normalizer):
     if normalizer == "relu":
         return F.relu(scores)
     if normalizer == "sigmoid":
         return torch.sigmoid(scores)
-    return F.softplus(scores)
+    if normalizer == "softplus":
+        return F.softplus(scores)
+    raise ValueError(normalizer)
 
 
-def _dh(scores, normalizer):
+def dh(scores, normalizer):
     if normalizer == "relu":
         return (scores > 0).to(scores.dtype)
     if normalizer == "sigmoid":
@@ -28,31 +38,37 @@ def _dh(scores, normalizer):
     return torch.sigmoid(scores)  # softplus' = sigmoid
 
 
-def normalize(scores, normalizer, inside=None):
-    """``B x K*K x H' x W'`` scores -> kernels; ``inside`` (broadcastable bool) drops points."""
+def kernel(s, stat, normalizer, inside=None):
+    """Kernel weight of one window point from its score ``s`` and the per-point ``stat``."""
+    if normalizer == "softmax":
+        w = torch.exp(s - stat)
+    elif normalizer == "none":
+        w = s
+    else:
+        w = h(s, normalizer) / stat
+    return w if inside is None else w * inside
+
+
+def score_grad(s, w, grad_w, delta, stat, normalizer, inside=None):
+    """``dL/ds_p`` from ``dL/dw_p`` for one window point."""
+    if normalizer == "softmax":
+        gs = w * (grad_w - delta)
+    elif normalizer == "none":
+        gs = grad_w
+    else:
+        gs = (grad_w - delta) / stat * dh(s, normalizer)
+    return gs if inside is None else gs * inside
+
+
+def stat(scores, normalizer, inside=None):
+    """The per-point statistic of ``B x K*K x H' x W'`` scores (see the module docstring)."""
     if normalizer == "softmax":
         if inside is not None:
             scores = scores.masked_fill(~inside, float("-inf"))
-        return torch.softmax(scores, dim=1)
+        return torch.logsumexp(scores, dim=1)
     if normalizer == "none":
-        return scores if inside is None else scores * inside
-    h = _h(scores, normalizer)
+        return scores.new_zeros(scores.shape[0], *scores.shape[2:])
+    hv = h(scores, normalizer)
     if inside is not None:
-        h = h * inside
-    return h / (h.sum(dim=1, keepdim=True) + EPS)
-
-
-def normalize_backward(grad_kernels, kernels, scores, normalizer, inside=None):
-    """Gradient of the scores given the gradient of the kernels ``normalize`` returned."""
-    if normalizer == "softmax":
-        return kernels * (grad_kernels - (kernels * grad_kernels).sum(dim=1, keepdim=True))
-    if normalizer == "none":
-        return grad_kernels if inside is None else grad_kernels * inside
-    h = _h(scores, normalizer)
-    dh = _dh(scores, normalizer)
-    if inside is not None:
-        h = h * inside
-        dh = dh * inside
-    denom = h.sum(dim=1, keepdim=True) + EPS
-    grad_h = (grad_kernels - (kernels * grad_kernels).sum(dim=1, keepdim=True)) / denom
-    return grad_h * dh
+        hv = hv * inside
+    return hv.sum(dim=1) + EPS

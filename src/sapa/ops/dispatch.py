@@ -30,7 +30,8 @@ def list_backends() -> list[str]:
     return list(BACKENDS)
 
 
-def _load(name):
+def load_backend(name: str):
+    """The module implementing backend ``name``."""
     return importlib.import_module(BACKENDS[name], __package__)
 
 
@@ -43,14 +44,14 @@ def choose_backend(*tensors, backend: str | None = None):
     if backend is not None:
         if not isinstance(backend, str) or backend not in BACKENDS:
             raise ValueError(f"backend must be None or one of {list_backends()}, got {backend!r}")
-        mod = _load(backend)
+        mod = load_backend(backend)
         reason = mod.can_run(*tensors)
         if reason is not None:
             raise RuntimeError(f"backend={backend!r} cannot run here: {reason}")
         logger.debug("backend %s (requested)", backend)
         return mod
     for name in AUTO_ORDER:
-        mod = _load(name)
+        mod = load_backend(name)
         reason = mod.can_run(*tensors)
         if reason is None:
             logger.debug("backend %s (automatic)", name)

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import torch
 
-from . import _checks
+from . import _checks, _library, reference
 from .dispatch import choose_backend
 
 
@@ -44,7 +44,9 @@ def sapa_attention(
     """
     _checks.check_attention_args(q, k, v, kernel_size, normalizer, border)
     mod = choose_backend(q, k, v, backend=backend)
-    return mod.sapa_attention(q, k, v, kernel_size, normalizer, border)
+    if mod is reference:
+        return reference.sapa_attention(q, k, v, kernel_size, normalizer, border)
+    return _library.attention(q, k, v, kernel_size, normalizer, border, mod.NAME)[0]
 
 
 def local_similarity(
@@ -68,7 +70,9 @@ def local_similarity(
     """
     _checks.check_similarity_args(q, k, kernel_size, border)
     mod = choose_backend(q, k, backend=backend)
-    return mod.local_similarity(q, k, kernel_size, border)
+    if mod is reference:
+        return reference.local_similarity(q, k, kernel_size, border)
+    return _library.similarity(q, k, kernel_size, border, mod.NAME)
 
 
 def local_assemble(
@@ -93,4 +97,6 @@ def local_assemble(
     """
     _checks.check_assemble_args(kernels, v, kernel_size, border)
     mod = choose_backend(kernels, v, backend=backend)
-    return mod.local_assemble(kernels, v, kernel_size, border)
+    if mod is reference:
+        return reference.local_assemble(kernels, v, kernel_size, border)
+    return _library.assemble(kernels, v, kernel_size, border, mod.NAME)

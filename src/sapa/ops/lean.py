@@ -1,16 +1,19 @@
 """The memory-lean backend: pure PyTorch, one window offset at a time.
 
-It never holds a ``K*K x C x H' x W'`` tensor: the forward loops over the ``K*K`` offsets,
-gathering one ``C x H' x W'`` slice of the window at a time, and autograd is written by hand so
-that nothing per offset is saved. What it keeps for the backward is the inputs plus the
-``B x K*K x H' x W'`` scores and kernels. Half-precision inputs are computed in float32.
+It never holds a ``K*K x C x H' x W'`` tensor. The forward gathers one ``C x H' x W'`` slice
+of the window per offset; it keeps for the backward only the per-point statistic of
+``sapa.ops._normalizers``, and the backward recomputes each offset's score and kernel weight
+in a single loop. Half-precision inputs are computed in float32.
+
+Like every non-reference backend it implements the forward/backward protocol that
+``sapa.ops._library`` registers as ``torch.ops.sapa.*`` (see ``sapa/ops/__init__.py``).
 """
 from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
 
-from . import _normalizers
+from . import _normalizers as nz
 from ._geometry import projective_index
 
 NAME = "lean"
@@ -20,27 +23,32 @@ def can_run(*tensors) -> str | None:
     return None  # pure PyTorch: runs wherever PyTorch does
 
 
-class _Windows:
-    """Padded-map indices of window point ``(iu, iw)`` for every output row / column."""
+def compute_dtype(dtype):
+    return torch.float32 if dtype in (torch.float16, torch.bfloat16) else dtype
+
+
+class _Window:
+    """Where window point ``(iu, iw)`` of every output row / column lies in the padded map."""
 
     def __init__(self, h, w, out_size, kernel_size, device):
-        self.k = kernel_size
         r = kernel_size // 2
-        self.r = r
-        self.h, self.w = h, w
+        self.r, self.k, self.h, self.w = r, kernel_size, h, w
         self.out_size = tuple(out_size)
         rows = projective_index(out_size[0], h, device) + r
         cols = projective_index(out_size[1], w, device) + r
         self.rows = [rows + u for u in range(-r, r + 1)]
         self.cols = [cols + u for u in range(-r, r + 1)]
+        self.rows_in = [((i >= r) & (i < h + r))[:, None] for i in self.rows]  # H' x 1
+        self.cols_in = [((i >= r) & (i < w + r))[None, :] for i in self.cols]  # 1 x W'
 
-    def inside(self, device):
-        """``1 x K*K x H' x W'`` bool: window points that fall inside the unpadded map."""
-        r = self.r
-        rin = torch.stack([(i >= r) & (i < self.h + r) for i in self.rows])  # K x H'
-        cin = torch.stack([(i >= r) & (i < self.w + r) for i in self.cols])  # K x W'
-        m = rin[:, None, :, None] & cin[None, :, None, :]  # K x K x H' x W'
-        return m.reshape(1, self.k * self.k, *self.out_size).to(device)
+    def inside(self, iu, iw):
+        """``H' x W'`` bool: is window point ``(iu, iw)`` inside the unpadded map?"""
+        return self.rows_in[iu] & self.cols_in[iw]
+
+    def inside_all(self):
+        """``1 x K*K x H' x W'`` bool."""
+        m = [self.inside(iu, iw) for iu in range(self.k) for iw in range(self.k)]
+        return torch.stack(m)[None]
 
     def pad(self, x):
         r = self.r
@@ -50,171 +58,147 @@ class _Windows:
         r = self.r
         return x[:, :, r : r + self.h, r : r + self.w] if r else x
 
-    def gather(self, xpad):
-        """Yield ``(p, slice)`` with ``slice[b, c, i', j'] = x[b, c, l(i') + u, l(j') + w]``."""
-        p = 0
-        for rows in self.rows:
-            xr = xpad.index_select(2, rows)
-            for cols in self.cols:
-                yield p, xr.index_select(3, cols)
-                p += 1
+    def padded_zeros(self, like, channels):
+        return like.new_zeros(like.shape[0], channels, self.h + 2 * self.r, self.w + 2 * self.r)
 
-    def scatter(self, slices, shape, dtype, device):
-        """Adjoint of ``gather``: sum ``slices(p)`` (each ``B x C x H' x W'``) into the padded map."""
-        b, c = shape
-        out = torch.zeros(b, c, self.h + 2 * self.r, self.w + 2 * self.r, dtype=dtype, device=device)
-        p = 0
-        for rows in self.rows:
-            acc = torch.zeros(b, c, self.out_size[0], out.shape[3], dtype=dtype, device=device)
-            for cols in self.cols:
-                acc.index_add_(3, cols, slices(p))
-                p += 1
-            out.index_add_(2, rows, acc)
-        return self.unpad(out)
+    def row_zeros(self, like, channels):
+        return like.new_zeros(like.shape[0], channels, self.out_size[0], self.w + 2 * self.r)
 
 
-def _compute_dtype(t):
-    return torch.float32 if t.dtype in (torch.float16, torch.bfloat16) else t.dtype
+def _scores(q, k, win):
+    """``B x K*K x H' x W'`` raw scores (border "zeros": outside points score 0)."""
+    kpad = win.pad(k)
+    out = []
+    for rows in win.rows:
+        kr = kpad.index_select(2, rows)
+        for cols in win.cols:
+            out.append((q * kr.index_select(3, cols)).sum(dim=1))
+    return torch.stack(out, dim=1)
 
 
-def _scores(q, kpad, win):
-    b, _, hq, wq = q.shape
-    scores = q.new_empty(b, win.k * win.k, hq, wq)
-    for p, kp in win.gather(kpad):
-        scores[:, p] = (q * kp).sum(dim=1)
-    return scores
-
-
-def _assemble(kernels, vpad, win, channels):
-    b, _, hq, wq = kernels.shape
-    out = kernels.new_zeros(b, channels, hq, wq)
-    for p, vp in win.gather(vpad):
-        out.addcmul_(kernels[:, p : p + 1], vp)
+def _assemble(kernels, v, win):
+    vpad = win.pad(v)
+    out = kernels.new_zeros(kernels.shape[0], v.shape[1], *win.out_size)
+    p = 0
+    for rows in win.rows:
+        vr = vpad.index_select(2, rows)
+        for cols in win.cols:
+            out.addcmul_(kernels[:, p : p + 1], vr.index_select(3, cols))
+            p += 1
     return out
 
 
-def _grad_kernels(grad_out, vpad, win):
-    b, _, hq, wq = grad_out.shape
-    gk = grad_out.new_empty(b, win.k * win.k, hq, wq)
-    for p, vp in win.gather(vpad):
-        gk[:, p] = (grad_out * vp).sum(dim=1)
-    return gk
+def _assemble_bwd(grad, kernels, v, win):
+    """Gradients of ``_assemble`` w.r.t. the kernels and the values."""
+    vpad = win.pad(v)
+    gkern = torch.empty_like(kernels)
+    gv = win.padded_zeros(v, v.shape[1])
+    p = 0
+    for rows in win.rows:
+        vr = vpad.index_select(2, rows)
+        acc = win.row_zeros(v, v.shape[1])
+        for cols in win.cols:
+            gkern[:, p] = (grad * vr.index_select(3, cols)).sum(dim=1)
+            acc.index_add_(3, cols, kernels[:, p : p + 1] * grad)
+            p += 1
+        gv.index_add_(2, rows, acc)
+    return gkern, win.unpad(gv)
 
 
-def _grad_q(grad_scores, kpad, win, d):
-    b, _, hq, wq = grad_scores.shape
-    gq = grad_scores.new_zeros(b, d, hq, wq)
-    for p, kp in win.gather(kpad):
-        gq.addcmul_(grad_scores[:, p : p + 1], kp)
-    return gq
+def _similarity_bwd(grad, q, k, win):
+    kpad = win.pad(k)
+    gq = torch.zeros_like(q)
+    gk = win.padded_zeros(k, k.shape[1])
+    p = 0
+    for rows in win.rows:
+        kr = kpad.index_select(2, rows)
+        acc = win.row_zeros(k, k.shape[1])
+        for cols in win.cols:
+            gs = grad[:, p : p + 1]
+            gq.addcmul_(gs, kr.index_select(3, cols))
+            acc.index_add_(3, cols, gs * q)
+            p += 1
+        gk.index_add_(2, rows, acc)
+    return gq, win.unpad(gk)
 
 
-def _grad_low(weights, high, win):
-    """``sum_p scatter_p(weights[:, p] * high)``: the gradient reaching the low-res map."""
-    b, c = high.shape[:2]
-    return win.scatter(lambda p: weights[:, p : p + 1] * high, (b, c), high.dtype, high.device)
+def _to(dtype, *ts):
+    return [t.to(dtype) for t in ts]
 
 
-class _Attention(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx, q, k, v, kernel_size, normalizer, border):
-        out_dtype = v.dtype
-        cd = _compute_dtype(q)
-        q, k, v = q.to(cd), k.to(cd), v.to(cd)
-        win = _Windows(k.shape[2], k.shape[3], q.shape[-2:], kernel_size, q.device)
-        inside = win.inside(q.device) if border == "valid" else None
-        scores = _scores(q, win.pad(k), win)
-        kernels = _normalizers.normalize(scores, normalizer, inside)
-        out = _assemble(kernels, win.pad(v), win, v.shape[1])
-        ctx.save_for_backward(q, k, v, scores, kernels)
-        ctx.win, ctx.normalizer, ctx.inside = win, normalizer, inside
-        return out.to(out_dtype)
-
-    @staticmethod
-    @torch.autograd.function.once_differentiable
-    def backward(ctx, grad_out):
-        q, k, v, scores, kernels = ctx.saved_tensors
-        win = ctx.win
-        g = grad_out.to(q.dtype)
-        need_q, need_k, need_v = ctx.needs_input_grad[:3]
-        gq = gk = gv = None
-        if need_v:
-            gv = _grad_low(kernels, g, win).to(grad_out.dtype)
-        if need_q or need_k:
-            gkern = _grad_kernels(g, win.pad(v), win)
-            gs = _normalizers.normalize_backward(gkern, kernels, scores, ctx.normalizer, ctx.inside)
-            if need_q:
-                gq = _grad_q(gs, win.pad(k), win, q.shape[1]).to(grad_out.dtype)
-            if need_k:
-                gk = _grad_low(gs, q, win).to(grad_out.dtype)
-        return gq, gk, gv, None, None, None
+def attention_fwd(q, k, v, kernel_size, normalizer, border):
+    """Returns ``(out, stat)``: ``B x C x H' x W'`` in the input dtype, ``B x H' x W'``."""
+    cd = compute_dtype(q.dtype)
+    qc, kc, vc = _to(cd, q, k, v)
+    win = _Window(k.shape[2], k.shape[3], q.shape[-2:], kernel_size, q.device)
+    inside = win.inside_all() if border == "valid" else None
+    scores = _scores(qc, kc, win)
+    stat = nz.stat(scores, normalizer, inside)
+    kernels = torch.stack(
+        [nz.kernel(scores[:, p], stat, normalizer, None if inside is None else inside[:, p])
+         for p in range(scores.shape[1])], dim=1)
+    return _assemble(kernels, vc, win).to(v.dtype), stat
 
 
-class _Similarity(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx, q, k, kernel_size, border):
-        out_dtype = q.dtype
-        cd = _compute_dtype(q)
-        q, k = q.to(cd), k.to(cd)
-        win = _Windows(k.shape[2], k.shape[3], q.shape[-2:], kernel_size, q.device)
-        scores = _scores(q, win.pad(k), win)
-        inside = None
-        if border == "valid":
-            inside = win.inside(q.device)
-            scores = scores.masked_fill(~inside, float("-inf"))
-        ctx.save_for_backward(q, k)
-        ctx.win, ctx.inside = win, inside
-        return scores.to(out_dtype)
-
-    @staticmethod
-    @torch.autograd.function.once_differentiable
-    def backward(ctx, grad_scores):
-        q, k = ctx.saved_tensors
-        win = ctx.win
-        gs = grad_scores.to(q.dtype)
-        if ctx.inside is not None:
-            gs = gs * ctx.inside
-        gq = gk = None
-        if ctx.needs_input_grad[0]:
-            gq = _grad_q(gs, win.pad(k), win, q.shape[1]).to(grad_scores.dtype)
-        if ctx.needs_input_grad[1]:
-            gk = _grad_low(gs, q, win).to(grad_scores.dtype)
-        return gq, gk, None, None
+def attention_bwd(grad_out, q, k, v, out, stat, kernel_size, normalizer, border):
+    """Returns ``(grad_q, grad_k, grad_v)``; recomputes every kernel weight from ``stat``."""
+    cd = compute_dtype(q.dtype)
+    g, qc, kc, vc, oc = _to(cd, grad_out, q, k, v, out)
+    win = _Window(k.shape[2], k.shape[3], q.shape[-2:], kernel_size, q.device)
+    stat = stat[:, None].to(cd)
+    delta = (g * oc).sum(dim=1, keepdim=True)
+    kpad, vpad = win.pad(kc), win.pad(vc)
+    gq = torch.zeros_like(qc)
+    gk = win.padded_zeros(kc, kc.shape[1])
+    gv = win.padded_zeros(vc, vc.shape[1])
+    for iu, rows in enumerate(win.rows):
+        kr, vr = kpad.index_select(2, rows), vpad.index_select(2, rows)
+        acc_k, acc_v = win.row_zeros(kc, kc.shape[1]), win.row_zeros(vc, vc.shape[1])
+        for iw, cols in enumerate(win.cols):
+            kp, vp = kr.index_select(3, cols), vr.index_select(3, cols)
+            inside = win.inside(iu, iw) if border == "valid" else None
+            s = (qc * kp).sum(dim=1, keepdim=True)
+            w = nz.kernel(s, stat, normalizer, inside)
+            gw = (g * vp).sum(dim=1, keepdim=True)
+            gs = nz.score_grad(s, w, gw, delta, stat, normalizer, inside)
+            gq.addcmul_(gs, kp)
+            acc_k.index_add_(3, cols, gs * qc)
+            acc_v.index_add_(3, cols, w * g)
+        gk.index_add_(2, rows, acc_k)
+        gv.index_add_(2, rows, acc_v)
+    return gq.to(q.dtype), win.unpad(gk).to(k.dtype), win.unpad(gv).to(v.dtype)
 
 
-class _Assemble(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx, kernels, v, kernel_size, border):
-        out_dtype = v.dtype
-        cd = _compute_dtype(v)
-        kernels, v = kernels.to(cd), v.to(cd)
-        win = _Windows(v.shape[2], v.shape[3], kernels.shape[-2:], kernel_size, v.device)
-        out = _assemble(kernels, win.pad(v), win, v.shape[1])
-        ctx.save_for_backward(kernels, v)
-        ctx.win = win
-        return out.to(out_dtype)
-
-    @staticmethod
-    @torch.autograd.function.once_differentiable
-    def backward(ctx, grad_out):
-        kernels, v = ctx.saved_tensors
-        win = ctx.win
-        g = grad_out.to(v.dtype)
-        gkern = gv = None
-        if ctx.needs_input_grad[0]:
-            gkern = _grad_kernels(g, win.pad(v), win).to(grad_out.dtype)
-        if ctx.needs_input_grad[1]:
-            gv = _grad_low(kernels, g, win).to(grad_out.dtype)
-        return gkern, gv, None, None
+def similarity_fwd(q, k, kernel_size, border):
+    cd = compute_dtype(q.dtype)
+    qc, kc = _to(cd, q, k)
+    win = _Window(k.shape[2], k.shape[3], q.shape[-2:], kernel_size, q.device)
+    scores = _scores(qc, kc, win)
+    if border == "valid":
+        scores = scores.masked_fill(~win.inside_all(), float("-inf"))
+    return scores.to(q.dtype)
 
 
-def sapa_attention(q, k, v, kernel_size, normalizer, border):
-    return _Attention.apply(q, k, v, kernel_size, normalizer, border)
+def similarity_bwd(grad, q, k, kernel_size, border):
+    cd = compute_dtype(q.dtype)
+    gc, qc, kc = _to(cd, grad, q, k)
+    win = _Window(k.shape[2], k.shape[3], q.shape[-2:], kernel_size, q.device)
+    if border == "valid":
+        gc = gc * win.inside_all()
+    gq, gk = _similarity_bwd(gc, qc, kc, win)
+    return gq.to(q.dtype), gk.to(k.dtype)
 
 
-def local_similarity(q, k, kernel_size, border):
-    return _Similarity.apply(q, k, kernel_size, border)
+def assemble_fwd(kernels, v, kernel_size, border):
+    cd = compute_dtype(v.dtype)
+    kc, vc = _to(cd, kernels, v)
+    win = _Window(v.shape[2], v.shape[3], kernels.shape[-2:], kernel_size, v.device)
+    return _assemble(kc, vc, win).to(v.dtype)
 
 
-def local_assemble(kernels, v, kernel_size, border):
-    return _Assemble.apply(kernels, v, kernel_size, border)
+def assemble_bwd(grad, kernels, v, kernel_size, border):
+    cd = compute_dtype(v.dtype)
+    gc, kc, vc = _to(cd, grad, kernels, v)
+    win = _Window(v.shape[2], v.shape[3], kernels.shape[-2:], kernel_size, v.device)
+    gkern, gv = _assemble_bwd(gc, kc, vc, win)
+    return gkern.to(kernels.dtype), gv.to(v.dtype)

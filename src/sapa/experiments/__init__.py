@@ -1,0 +1,1 @@
+"""Experiments and command-line jobs: comparisons, FLOPs tables, figures."""
