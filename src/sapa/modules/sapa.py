@@ -6,7 +6,8 @@ import torch.nn as nn
 
 from ..ops import _checks
 from ..ops._geometry import nearest_upsample
-from ..ops.functional import sapa_attention
+from ..ops import _normalizers
+from ..ops.functional import local_similarity, sapa_attention
 from .factory import register_upsampler
 from .norms import NORMS, build_norm
 
@@ -159,6 +160,15 @@ class SAPA(nn.Module):
             return q + q_x, k
         g = nearest_upsample(torch.sigmoid(self.gate(xn)), size)
         return g * q + (1 - g) * q_x, k
+
+    @torch.no_grad()
+    def kernels(self, x: torch.Tensor, guide: torch.Tensor) -> torch.Tensor:
+        """The upsampling kernels ``B x K*K x H' x W'`` (for visualisation; index order as
+        ``sapa.local_similarity``). Every dynamic upsampler in the zoo offers this method."""
+        self._check_inputs(x, guide)
+        q, k = self.query_key(x, guide)
+        scores = local_similarity(q, k, self.kernel_size, border=self.border, backend=self.backend)
+        return _normalizers.kernels_from_scores(scores, self.normalizer, self.border)
 
     def forward(self, x: torch.Tensor, guide: torch.Tensor | None = None) -> torch.Tensor:
         self._check_inputs(x, guide)

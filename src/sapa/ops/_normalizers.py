@@ -72,3 +72,13 @@ def stat(scores, normalizer, inside=None):
     if inside is not None:
         hv = hv * inside
     return hv.sum(dim=1) + EPS
+
+
+def kernels_from_scores(scores, normalizer, border):
+    """Kernels ``B x K*K x H' x W'`` from ``local_similarity`` scores (``-inf`` marks points
+    outside the map when ``border="valid"``)."""
+    inside = torch.isfinite(scores) if border == "valid" else None
+    if inside is not None:
+        scores = scores.masked_fill(~inside, 0)
+    st = stat(scores, normalizer, inside)
+    return kernel(scores, st[:, None], normalizer, inside)
