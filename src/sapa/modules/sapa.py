@@ -4,10 +4,10 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 
-from ..ops import _checks
+from ..ops import _checks, _normalizers
 from ..ops._geometry import nearest_upsample
-from ..ops import _normalizers
 from ..ops.functional import local_similarity, sapa_attention
+from ._inputs import check_guided, positive_int
 from .factory import register_upsampler
 from .norms import NORMS, build_norm
 
@@ -80,14 +80,12 @@ class SAPA(nn.Module):
         backend: str | None = None,
     ):
         super().__init__()
-        for name, val in (("in_channels", in_channels), ("embed_dim", embed_dim)):
-            if isinstance(val, bool) or not isinstance(val, int) or val < 1:
-                raise ValueError(f"{name} must be a positive int, got {val!r}")
+        positive_int("in_channels", in_channels)
+        positive_int("embed_dim", embed_dim)
         guide_channels = in_channels if guide_channels is None else guide_channels
         out_channels = in_channels if out_channels is None else out_channels
-        for name, val in (("guide_channels", guide_channels), ("out_channels", out_channels)):
-            if isinstance(val, bool) or not isinstance(val, int) or val < 1:
-                raise ValueError(f"{name} must be a positive int, got {val!r}")
+        positive_int("guide_channels", guide_channels)
+        positive_int("out_channels", out_channels)
         _checks.check_choice("variant", variant, VARIANTS)
         _checks.check_kernel_size(kernel_size)
         _checks.check_choice("normalizer", normalizer, _checks.NORMALIZERS)
@@ -126,21 +124,7 @@ class SAPA(nn.Module):
                 f"out_channels={self.out_channels}")
 
     def _check_inputs(self, x, guide):
-        if guide is None:
-            raise ValueError(
-                "SAPA needs guide, the high-resolution encoder feature B x Cg x H' x W': "
-                "call it as up(x, guide)")
-        _checks.check_tensor("x", x)
-        _checks.check_tensor("guide", guide)
-        _checks.check_same_kind({"x": x, "guide": guide})
-        if x.shape[1] != self.in_channels:
-            raise ValueError(f"x must have in_channels={self.in_channels} channels, got shape {tuple(x.shape)}")
-        if guide.shape[1] != self.guide_channels:
-            raise ValueError(
-                f"guide must have guide_channels={self.guide_channels} channels, got shape {tuple(guide.shape)}")
-        if x.shape[0] != guide.shape[0]:
-            raise ValueError(f"x and guide must have the same batch size, got {x.shape[0]} and {guide.shape[0]}")
-        _checks.check_guide_size(guide.shape[2], guide.shape[3], x.shape[2], x.shape[3], "guide", "x")
+        check_guided("SAPA", x, guide, self.in_channels, self.guide_channels)
 
     def query_key(self, x: torch.Tensor, guide: torch.Tensor):
         """``(q, k)``: ``B x d x H' x W'`` and ``B x d x H x W`` (``d = C`` for variant I)."""

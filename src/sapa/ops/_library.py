@@ -33,12 +33,30 @@ def _out_shape(big: Tensor, small: Tensor, channels: int):
     return (small.shape[0], channels, big.shape[2], big.shape[3])
 
 
+# The real outputs must have the strides their fakes promise (compiled graphs assert them):
+# forward outputs contiguous, gradients laid out as ``torch.empty_like(input)``. A backend
+# may return other layouts (a slice of a padded buffer, NCHW for a channels_last input);
+# these two helpers copy only then.
+
+def _contiguous(*ts):
+    return tuple(t.contiguous() for t in ts)
+
+
+def _like(grads, inputs):
+    out = []
+    for g, x in zip(grads, inputs):
+        if g.stride() != x.stride():
+            g = torch.empty_like(x).copy_(g)
+        out.append(g)
+    return tuple(out)
+
+
 # ---- attention -------------------------------------------------------------------------------
 
 @torch.library.custom_op("sapa::attention", mutates_args=())
 def attention(q: Tensor, k: Tensor, v: Tensor, kernel_size: int, normalizer: str, border: str,
               backend: str) -> tuple[Tensor, Tensor]:
-    return tuple(load_backend(backend).attention_fwd(q, k, v, kernel_size, normalizer, border))
+    return _contiguous(*load_backend(backend).attention_fwd(q, k, v, kernel_size, normalizer, border))
 
 
 @attention.register_fake
@@ -52,8 +70,8 @@ def _(q, k, v, kernel_size, normalizer, border, backend):
 def attention_backward(grad: Tensor, q: Tensor, k: Tensor, v: Tensor, out: Tensor, stat: Tensor,
                        kernel_size: int, normalizer: str, border: str,
                        backend: str) -> tuple[Tensor, Tensor, Tensor]:
-    return tuple(load_backend(backend).attention_bwd(
-        grad, q, k, v, out, stat, kernel_size, normalizer, border))
+    return _like(load_backend(backend).attention_bwd(
+        grad, q, k, v, out, stat, kernel_size, normalizer, border), (q, k, v))
 
 
 @attention_backward.register_fake
@@ -80,7 +98,7 @@ attention.register_autograd(_attention_grad, setup_context=_attention_setup)
 
 @torch.library.custom_op("sapa::similarity", mutates_args=())
 def similarity(q: Tensor, k: Tensor, kernel_size: int, border: str, backend: str) -> Tensor:
-    return load_backend(backend).similarity_fwd(q, k, kernel_size, border)
+    return load_backend(backend).similarity_fwd(q, k, kernel_size, border).contiguous()
 
 
 @similarity.register_fake
@@ -91,7 +109,7 @@ def _(q, k, kernel_size, border, backend):
 @torch.library.custom_op("sapa::similarity_backward", mutates_args=())
 def similarity_backward(grad: Tensor, q: Tensor, k: Tensor, kernel_size: int, border: str,
                         backend: str) -> tuple[Tensor, Tensor]:
-    return tuple(load_backend(backend).similarity_bwd(grad, q, k, kernel_size, border))
+    return _like(load_backend(backend).similarity_bwd(grad, q, k, kernel_size, border), (q, k))
 
 
 @similarity_backward.register_fake
@@ -118,7 +136,7 @@ similarity.register_autograd(_similarity_grad, setup_context=_similarity_setup)
 
 @torch.library.custom_op("sapa::assemble", mutates_args=())
 def assemble(kernels: Tensor, v: Tensor, kernel_size: int, border: str, backend: str) -> Tensor:
-    return load_backend(backend).assemble_fwd(kernels, v, kernel_size, border)
+    return load_backend(backend).assemble_fwd(kernels, v, kernel_size, border).contiguous()
 
 
 @assemble.register_fake
@@ -129,7 +147,8 @@ def _(kernels, v, kernel_size, border, backend):
 @torch.library.custom_op("sapa::assemble_backward", mutates_args=())
 def assemble_backward(grad: Tensor, kernels: Tensor, v: Tensor, kernel_size: int, border: str,
                       backend: str) -> tuple[Tensor, Tensor]:
-    return tuple(load_backend(backend).assemble_bwd(grad, kernels, v, kernel_size, border))
+    return _like(load_backend(backend).assemble_bwd(grad, kernels, v, kernel_size, border),
+                 (kernels, v))
 
 
 @assemble_backward.register_fake

@@ -8,11 +8,17 @@ each earlier one was passed over::
     import logging; logging.basicConfig(); logging.getLogger("sapa.dispatch").setLevel("DEBUG")
 
 Callers never branch on device: they name a backend or leave it to this module.
+
+Every backend module is imported with this one (their imports are cheap: compilers and Triton
+load on first use), so that ``choose_backend`` is plain Python that ``torch.compile`` traces
+with ``fullgraph=True``: no import, no logging call while tracing.
 """
 from __future__ import annotations
 
 import importlib
 import logging
+
+import torch
 
 logger = logging.getLogger("sapa.dispatch")
 
@@ -20,9 +26,11 @@ logger = logging.getLogger("sapa.dispatch")
 BACKENDS = {
     "reference": ".reference",
     "lean": ".lean",
+    "cpu": ".cpu",
+    "triton": ".triton_backend",
 }
 # tried in this order when backend=None; the reference is never chosen automatically
-AUTO_ORDER = ("lean",)
+AUTO_ORDER = ("triton", "cpu", "lean")
 
 
 def list_backends() -> list[str]:
@@ -32,7 +40,16 @@ def list_backends() -> list[str]:
 
 def load_backend(name: str):
     """The module implementing backend ``name``."""
-    return importlib.import_module(BACKENDS[name], __package__)
+    mod = _MODULES.get(name)
+    if mod is None:
+        mod = _MODULES[name] = importlib.import_module(BACKENDS[name], __package__)
+    return mod
+
+
+def _debug(msg, *args):
+    # dynamo cannot trace logging calls; the choice is logged when running eagerly
+    if not torch.compiler.is_compiling():
+        logger.debug(msg, *args)
 
 
 def choose_backend(*tensors, backend: str | None = None):
@@ -48,13 +65,19 @@ def choose_backend(*tensors, backend: str | None = None):
         reason = mod.can_run(*tensors)
         if reason is not None:
             raise RuntimeError(f"backend={backend!r} cannot run here: {reason}")
-        logger.debug("backend %s (requested)", backend)
+        _debug("backend %s (requested)", backend)
         return mod
     for name in AUTO_ORDER:
         mod = load_backend(name)
         reason = mod.can_run(*tensors)
         if reason is None:
-            logger.debug("backend %s (automatic)", name)
+            _debug("backend %s (automatic)", name)
             return mod
-        logger.debug("backend %s passed over: %s", name, reason)
+        _debug("backend %s passed over: %s", name, reason)
     raise RuntimeError("no backend can run these inputs")  # unreachable: lean always can
+
+
+# imported up front (see the module docstring); a backend must not import this module
+_MODULES: dict = {}
+for _name in BACKENDS:
+    load_backend(_name)

@@ -1,0 +1,293 @@
+"""CPU benchmark of the SAPA operator: bilinear vs the reference, lean and cpu backends.
+
+For every case (B, C, d, H x W -> 2H x 2W, K, float32, all threads) it prints, from one run:
+
+- time of the forward and of forward + backward: minimum over ``--repeats`` calls after
+  warm-up, the methods called round-robin (so load from other processes hits all alike), and
+  each as a ratio to bilinear's;
+- peak extra memory of one forward + backward, each method in a fresh process
+  (``harness.peak_extra_memory``: ``VmHWM`` after resetting it), and its ratio to bilinear's;
+- the ``cpu`` backend's first-call cost: loading its compiled kernels from numba's cache
+  (measured here) and compiling them from scratch (a fresh process with an empty
+  ``NUMBA_CACHE_DIR``); neither is in the steady-state times.
+
+Then a plot (``--plot``) of time against the number of output points and against ``K*K``
+(how the cost grows). The reference is skipped where its ``K*K x C x H' x W'`` windows would
+need more than ``--reference-limit-gb``.
+
+    python benchmarks/cpu.py                       # the full grid (about 20 minutes)
+    python benchmarks/cpu.py --sizes 64 --channels 256 --kernels 5     # the headline case
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+import tempfile
+import time
+
+import torch
+import torch.nn.functional as F
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import harness  # noqa: E402
+
+METHODS = ("bilinear", "reference", "lean", "cpu")
+HEADLINE = dict(b=2, c=256, d=32, h=64, k=5)
+GOALS = {"forward": 2.0, "forward+backward": 3.0, "memory": 1.5}
+
+
+def reference_bytes(b, c, h, k) -> int:
+    """Size of the reference's largest intermediate (windows of v at the output size)."""
+    return 4 * b * c * k * k * (2 * h) ** 2
+
+
+def make_step(method, b, c, d, h, k, backward=False, seed=0):
+    """One call of ``method`` on fixed random inputs: the forward, or forward + backward.
+
+    Module level, so ``harness.peak_extra_memory`` can build it in a fresh process.
+    """
+    from sapa.ops import sapa_attention
+
+    gen = torch.Generator().manual_seed(seed)
+    v = torch.randn(b, c, h, h, generator=gen).requires_grad_(backward)
+    if method == "bilinear":
+        inputs = (v,)
+
+        def forward():
+            return F.interpolate(v, scale_factor=2, mode="bilinear", align_corners=False)
+    else:
+        q = torch.randn(b, d, 2 * h, 2 * h, generator=gen).requires_grad_(backward)
+        kk = torch.randn(b, d, h, h, generator=gen).requires_grad_(backward)
+        inputs = (q, kk, v)
+
+        def forward():
+            return sapa_attention(q, kk, v, k, backend=method)
+
+    if not backward:
+        def step():
+            with torch.no_grad():
+                forward()
+        return step
+    grad = torch.randn(b, c, 2 * h, 2 * h, generator=gen)
+
+    def step():
+        forward().backward(grad)
+        for t in inputs:
+            t.grad = None  # every call allocates its gradients, as a training step does
+    return step
+
+
+# ---- first call ------------------------------------------------------------------------------
+
+_COLD_COMPILE = r"""
+import time, torch
+from sapa.ops import sapa_attention
+q = torch.randn(1, 4, 8, 8, requires_grad=True)
+k, v = torch.randn(1, 4, 4, 4, requires_grad=True), torch.randn(1, 4, 4, 4, requires_grad=True)
+sapa_attention(q, k, v, 3, backend="lean").sum().backward()  # torch's one-time op setup
+t0 = time.perf_counter()
+out = sapa_attention(q, k, v, 3, backend="cpu")
+t1 = time.perf_counter()
+out.sum().backward()
+t2 = time.perf_counter()
+print(f"{t1 - t0:.3f} {t2 - t1:.3f}")
+"""
+
+
+def first_call_seconds(cold: bool) -> tuple[float, float]:
+    """(forward, backward) seconds of the first float32 ``cpu`` call in a fresh process (after
+    a ``lean`` call has paid torch's one-time custom-op setup); ``cold`` empties numba's cache
+    first (a fresh ``NUMBA_CACHE_DIR``), else the shared cache is used."""
+    env = dict(os.environ)
+    with tempfile.TemporaryDirectory() as cache:
+        if cold:
+            env["NUMBA_CACHE_DIR"] = cache
+        out = subprocess.run([sys.executable, "-c", _COLD_COMPILE], env=env, check=True,
+                             capture_output=True, text=True).stdout
+    fwd, bwd = map(float, out.split())
+    return fwd, bwd
+
+
+# ---- measuring -------------------------------------------------------------------------------
+
+def measure_case(case, methods, repeats, memory, limit_gb):
+    """``{method: {"fwd": s, "fb": s, "mem": bytes}}``; ``None`` values for skipped ones."""
+    runnable = [m for m in methods if not (
+        m == "reference" and reference_bytes(case["b"], case["c"], case["h"], case["k"])
+        > limit_gb * 2**30)]
+    res = {m: {"fwd": None, "fb": None, "mem": None} for m in methods}
+    for key, backward in (("fwd", False), ("fb", True)):
+        steps = {m: make_step(m, **case, backward=backward) for m in runnable}
+        times = harness.time_interleaved(steps, warmup=1, repeats=repeats)
+        for m, t in times.items():
+            res[m][key] = t.best
+        del steps
+    if memory:
+        target = os.path.abspath(__file__) + ":make_step"
+        for m in runnable:
+            res[m]["mem"] = harness.peak_extra_memory(target, dict(method=m, **case,
+                                                                   backward=True))
+    return res
+
+
+def _ms(t):
+    return "-" if t is None else f"{t * 1e3:.1f}"
+
+
+def _ratio(x, base):
+    return "-" if x is None or not base else f"{x / base:.2f}x"
+
+
+def _mb(x):
+    return "-" if x is None else f"{x / 2**20:.0f}"
+
+
+def table(results, methods) -> str:
+    rows = []
+    for case, res in results:
+        bil = res.get("bilinear", {})
+        for m in methods:
+            r = res[m]
+            rows.append([
+                f"{case['h']}²→{2 * case['h']}²", case["c"], case["k"], m,
+                _ms(r["fwd"]), _ratio(r["fwd"], bil.get("fwd")),
+                _ms(r["fb"]), _ratio(r["fb"], bil.get("fb")),
+                _mb(r["mem"]), _ratio(r["mem"], bil.get("mem")),
+            ])
+    headers = ["size", "C", "K", "method", "fwd ms", "fwd / bil", "fwd+bwd ms", "f+b / bil",
+               "f+b peak MiB", "mem / bil"]
+    return harness.markdown_table(headers, rows)
+
+
+def plot(results, methods, path):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (ax_n, ax_k) = plt.subplots(1, 2, figsize=(11, 4.2))
+    c_plot = max(case["c"] for case, _ in results)
+    k_mid = sorted({case["k"] for case, _ in results})[len({case["k"] for case, _ in results}) // 2]
+    styles = {"bilinear": "k", "reference": "tab:red", "lean": "tab:orange", "cpu": "tab:blue"}
+    for m in methods:
+        for key, ls in (("fwd", "--"), ("fb", "-")):
+            pts = sorted((4 * case["h"] ** 2 * case["b"], res[m][key]) for case, res in results
+                         if case["c"] == c_plot and case["k"] == k_mid and res[m][key])
+            if pts:
+                ax_n.plot(*zip(*pts), ls, marker="o", color=styles.get(m),
+                          label=f"{m} {'fwd' if key == 'fwd' else 'fwd+bwd'}")
+    ax_n.set(xscale="log", yscale="log", xlabel="output points B·H'·W'", ylabel="time (s)",
+             title=f"time vs output points (C={c_plot}, K={k_mid})")
+    ax_n.legend(fontsize=7)
+    h_mid = sorted({case["h"] for case, _ in results})[len({case["h"] for case, _ in results}) // 2]
+    for m in methods:
+        if m == "bilinear":
+            continue
+        for key, ls in (("fwd", "--"), ("fb", "-")):
+            pts = sorted((case["k"] ** 2, res[m][key]) for case, res in results
+                         if case["c"] == c_plot and case["h"] == h_mid and res[m][key])
+            if pts:
+                ax_k.plot(*zip(*pts), ls, marker="o", color=styles.get(m),
+                          label=f"{m} {'fwd' if key == 'fwd' else 'fwd+bwd'}")
+    ax_k.set(xlabel="K²", ylabel="time (s)", ylim=(0, None),
+             title=f"time vs window size ({h_mid}²→{2 * h_mid}², C={c_plot})")
+    ax_k.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+
+
+def check_goals(results):
+    """Lines comparing the headline case with the issue's goals."""
+    for case, res in results:
+        if all(case[key] == val for key, val in HEADLINE.items()):
+            cpu, bil = res["cpu"], res["bilinear"]
+            lines = []
+            for name, key in (("forward", "fwd"), ("forward+backward", "fb"), ("memory", "mem")):
+                if cpu[key] is None or bil[key] is None:
+                    continue
+                ratio = cpu[key] / bil[key]
+                verdict = "met" if ratio <= GOALS[name] else "NOT met"
+                lines.append(f"goal {name}: cpu / bilinear = {ratio:.2f}x "
+                             f"(goal <= {GOALS[name]}x): {verdict}")
+            return lines
+    return []
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--sizes", default="32,64,128",
+                   help="low-resolution sizes H (output 2H); default 32,64,128")
+    p.add_argument("--channels", default="64,256", help="C values (default 64,256)")
+    p.add_argument("--kernels", default="3,5,7", help="K values (default 3,5,7)")
+    p.add_argument("--batch", type=int, default=2)
+    p.add_argument("--embed", type=int, default=32, help="d (default 32)")
+    p.add_argument("--methods", default=",".join(METHODS))
+    p.add_argument("--repeats", type=int, default=5)
+    p.add_argument("--threads", type=int, default=None, help="default: all (torch's default)")
+    p.add_argument("--no-memory", action="store_true", help="skip the fresh-process memory runs")
+    p.add_argument("--no-compile-time", action="store_true",
+                   help="skip the cold-cache compile measurement")
+    p.add_argument("--reference-limit-gb", type=float, default=1.0)
+    p.add_argument("--plot", default=None, help="save the scaling plot here (PNG)")
+    return p.parse_args(argv)
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    methods = [m.strip() for m in args.methods.split(",")]
+    unknown = set(methods) - set(METHODS)
+    if unknown:
+        raise SystemExit(f"--methods: unknown {sorted(unknown)}; choose from {METHODS}")
+    ints = lambda s: [int(x) for x in s.split(",")]  # noqa: E731
+    cases = [dict(b=args.batch, c=c, d=args.embed, h=h, k=k)
+             for h in ints(args.sizes) for c in ints(args.channels) for k in ints(args.kernels)]
+
+    print(harness.machine_info())
+    print(f"float32, B={args.batch}, d={args.embed}, H x H -> 2H x 2H; min of {args.repeats} "
+          "after 1 warm-up, methods interleaved; memory: VmHWM of a fresh process per method")
+    from sapa.ops import cpu
+
+    reason = cpu.jit_unavailable()
+    print(f"cpu backend: {'numba kernels' if reason is None else 'UNAVAILABLE: ' + reason}")
+    if "cpu" in methods and reason is None:
+        t0 = time.perf_counter()
+        make_step("cpu", **cases[0], backward=True)()
+        print(f"cpu first call here (fwd+bwd, kernels loaded or compiled): "
+              f"{time.perf_counter() - t0:.2f} s")
+        warm = first_call_seconds(cold=False)
+        print(f"cpu first call in a fresh process, warm cache: fwd {warm[0]:.2f} s, "
+              f"bwd {warm[1]:.2f} s")
+        if not args.no_compile_time:
+            cold = first_call_seconds(cold=True)
+            print(f"cpu first call in a fresh process, empty cache (compiles float32): "
+                  f"fwd {cold[0]:.1f} s, bwd {cold[1]:.1f} s")
+    print()
+
+    results = []
+    try:
+        from tqdm import tqdm
+    except ImportError:
+        tqdm = lambda x, **kw: x  # noqa: E731
+    for case in tqdm(cases, desc="cases", file=sys.stderr):
+        results.append((case, measure_case(case, methods, args.repeats, not args.no_memory,
+                                           args.reference_limit_gb)))
+    print(table(results, methods))
+    skipped = [f"{c['h']}²→{2 * c['h']}² C{c['c']} K{c['k']}" for c, r in results
+               if "reference" in r and r["reference"]["fwd"] is None]
+    if skipped:
+        print(f"\nreference skipped (windows > {args.reference_limit_gb} GiB): "
+              + ", ".join(skipped))
+    for line in check_goals(results):
+        print(line)
+    if args.plot:
+        plot(results, methods, args.plot)
+        print(f"\nplot: {args.plot}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,170 @@
+"""Results of a comparison: atomic JSON / text writes and the Table-2-like summary.
+
+``results.json`` holds ``{"config": {...}, "environment": {...}, "rows": [...]}``, one row
+per finished ``(upsampler, seed)`` run. Every write goes to a temporary file in the same
+directory and is moved over the old one with ``os.replace``, so a reader (or a run killed
+mid-write) sees either the old file or the new one, never a torn one.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import platform
+import statistics
+import tempfile
+
+import torch
+
+RESULTS_JSON = "results.json"
+RESULTS_MD = "results.md"
+
+
+def atomic_write_bytes(path: str, data: bytes) -> None:
+    d = os.path.dirname(os.path.abspath(path))
+    os.makedirs(d, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=d, prefix=os.path.basename(path) + ".", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def atomic_write_text(path: str, text: str) -> None:
+    atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def atomic_write_json(path: str, obj) -> None:
+    atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=False) + "\n")
+
+
+def atomic_torch_save(path: str, obj) -> None:
+    """``torch.save`` through a temporary file and ``os.replace``."""
+    d = os.path.dirname(os.path.abspath(path))
+    os.makedirs(d, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=d, prefix=os.path.basename(path) + ".", suffix=".tmp")
+    os.close(fd)
+    try:
+        torch.save(obj, tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def load_results(path: str) -> dict | None:
+    """The parsed ``results.json``, or ``None`` if there is none."""
+    if not os.path.exists(path):
+        return None
+    with open(path) as f:
+        data = json.load(f)
+    if not isinstance(data, dict) or not isinstance(data.get("rows"), list):
+        raise ValueError(f"{path} is not a sapa compare results file (no 'rows' list)")
+    return data
+
+
+def _cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def environment() -> dict:
+    """Machine and versions, recorded next to every result."""
+    env = {
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "platform": platform.platform(),
+        "cpu": _cpu_model(),
+        "cpu_count": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+    }
+    try:
+        import sapa
+
+        env["sapa"] = sapa.__version__
+    except ImportError:  # pragma: no cover
+        pass
+    return env
+
+
+def _mean_std(values):
+    values = [v for v in values if v is not None and not math.isnan(v)]
+    if not values:
+        return float("nan"), float("nan")
+    return statistics.fmean(values), (statistics.stdev(values) if len(values) > 1 else 0.0)
+
+
+def summarize(rows: list[dict], order: list[str] | None = None) -> list[dict]:
+    """One dict per upsampler (in ``order``, else first-seen order): ``n`` seeds and the mean
+    and standard deviation (``std``, sample, 0 for one seed) of every metric."""
+    names = list(order or [])
+    for r in rows:
+        if r["upsampler"] not in names:
+            names.append(r["upsampler"])
+    out = []
+    for name in names:
+        rs = [r for r in rows if r["upsampler"] == name]
+        if not rs:
+            continue
+        s = {"upsampler": name, "n": len(rs), "params": rs[0]["params"], "flops": rs[0]["flops"]}
+        for key in ("miou", "biou", "acc", "train_s"):
+            s[key], s[key + "_std"] = _mean_std([r.get(key) for r in rs])
+        out.append(s)
+    return out
+
+
+def _pct(mean, std):
+    return f"{100 * mean:.2f} ± {100 * std:.2f}"
+
+
+def markdown_table(rows: list[dict], order: list[str] | None = None) -> str:
+    """The summary as a Markdown table: mIoU, boundary IoU and pixel accuracy in % (mean ± std
+    over seeds), parameters, GFLOPs per image, training seconds per run."""
+    lines = [
+        "| upsampler | seeds | mIoU (%) | boundary IoU (%) | pixel acc. (%) | params | GFLOPs | train s / run |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for s in summarize(rows, order):
+        lines.append(
+            f"| {s['upsampler']} | {s['n']} | {_pct(s['miou'], s['miou_std'])} | "
+            f"{_pct(s['biou'], s['biou_std'])} | {_pct(s['acc'], s['acc_std'])} | "
+            f"{s['params']:,} | {s['flops'] / 1e9:.3f} | {s['train_s']:.0f} ± {s['train_s_std']:.0f} |")
+    return "\n".join(lines)
+
+
+def results_markdown(data: dict, order: list[str] | None = None) -> str:
+    """``results.md``: the table, then how it was made."""
+    cfg, env = data.get("config", {}), data.get("environment", {})
+    parts = [
+        "# sapa compare",
+        "",
+        markdown_table(data["rows"], order),
+        "",
+        "mIoU, boundary IoU (Cheng et al. 2021, dilation 2% of the image diagonal) and pixel "
+        "accuracy on the validation split, mean ± sample standard deviation over seeds. "
+        "GFLOPs: one forward pass of one image (`torch.utils.flop_counter`, 2 FLOPs per "
+        "multiply-add). train s: wall-clock training time of one run (evaluation excluded), "
+        "on the machine below.",
+        "",
+        f"Command: `{data.get('command', '')}`",
+        "",
+        "Configuration: " + ", ".join(f"{k}={v}" for k, v in cfg.items()),
+        "",
+        "Environment: " + ", ".join(f"{k}={v}" for k, v in env.items()),
+        "",
+    ]
+    return "\n".join(parts)

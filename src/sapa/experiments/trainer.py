@@ -1,0 +1,216 @@
+"""Training and evaluation of one segmentation run, resumable from its checkpoint.
+
+The batches are a pure function of ``(seed, iteration)``: iteration ``t`` takes positions
+``[t B, (t + 1) B)`` of the stream of per-epoch permutations of the training set (each drawn
+from a generator seeded with ``(seed, epoch)``), and process ``r`` of ``W`` takes the ``r``-th
+slice of ``B / W`` of them. A run restarted from a checkpoint at iteration ``t`` therefore sees
+exactly the batches the uninterrupted run would have seen (with in-memory data, which needs
+no random augmentation, it computes the same numbers).
+"""
+from __future__ import annotations
+
+import math
+import random
+import time
+from dataclasses import asdict, dataclass
+
+import numpy as np
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from torch.nn.parallel import DistributedDataParallel
+from tqdm.auto import tqdm
+
+from ..tasks.segmentation.metrics import SegmentationMeter
+from . import distributed as D
+from .results import atomic_torch_save
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """How one run trains: ``iters`` steps of AdamW on global batches of ``batch_size``,
+    the learning rate warmed up linearly over the first 5% then decayed with a cosine;
+    validation every ``eval_every`` steps (and at the end), a checkpoint every ``ckpt_every``."""
+
+    iters: int
+    batch_size: int
+    lr: float = 2e-3
+    weight_decay: float = 1e-4
+    eval_every: int = 100
+    ckpt_every: int = 50
+    eval_batch_size: int = 16
+    workers: int = 0
+
+    def __post_init__(self):
+        for name in ("iters", "batch_size", "eval_every", "ckpt_every", "eval_batch_size"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+                raise ValueError(f"{name} must be a positive int, got {v!r}")
+        if isinstance(self.workers, bool) or not isinstance(self.workers, int) or self.workers < 0:
+            raise ValueError(f"workers must be an int >= 0, got {self.workers!r}")
+        for name in ("lr", "weight_decay"):
+            v = getattr(self, name)
+            if not isinstance(v, (int, float)) or isinstance(v, bool) or not math.isfinite(v) or v < 0:
+                raise ValueError(f"{name} must be a finite number >= 0, got {v!r}")
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+class StreamBatchSampler(torch.utils.data.Sampler):
+    """This process's share of the global batches ``start .. stop - 1`` (see the module doc)."""
+
+    def __init__(self, num_samples: int, batch_size: int, seed: int, start: int, stop: int,
+                 rank: int = 0, world_size: int = 1):
+        if batch_size % world_size:
+            raise ValueError(f"--batch-size {batch_size} must be divisible by the number of "
+                             f"processes ({world_size})")
+        if num_samples < 1:
+            raise ValueError("the training set is empty")
+        self.n, self.batch, self.seed = num_samples, batch_size, seed
+        self.start, self.stop, self.rank, self.world = start, stop, rank, world_size
+        self._perms: dict[int, torch.Tensor] = {}
+
+    def _perm(self, epoch: int) -> torch.Tensor:
+        if epoch not in self._perms:
+            g = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
+            self._perms = {epoch: torch.randperm(self.n, generator=g)}
+        return self._perms[epoch]
+
+    def global_batch(self, t: int) -> list[int]:
+        pos = range(t * self.batch, (t + 1) * self.batch)
+        return [int(self._perm(p // self.n)[p % self.n]) for p in pos]
+
+    def __iter__(self):
+        per = self.batch // self.world
+        for t in range(self.start, self.stop):
+            yield self.global_batch(t)[self.rank * per : (self.rank + 1) * per]
+
+    def __len__(self) -> int:
+        return self.stop - self.start
+
+
+def lr_factor(t: int, iters: int) -> float:
+    """Linear warm-up over the first 5% of the steps, then cosine decay to 0."""
+    warm = max(1, iters // 20)
+    if t < warm:
+        return (t + 1) / warm
+    return 0.5 * (1 + math.cos(math.pi * (t - warm) / max(1, iters - warm)))
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, dataset, ctx: D.DistContext, num_classes: int,
+             ignore_index: int, batch_size: int = 16, workers: int = 0) -> dict:
+    """``SegmentationMeter.compute()`` of ``model`` on ``dataset``; each process evaluates
+    every ``world_size``-th sample and the counts are summed across processes."""
+    was_training = model.training
+    model.eval()
+    meter = SegmentationMeter(num_classes, ignore_index)
+    shard = torch.utils.data.Subset(dataset, range(ctx.rank, len(dataset), ctx.world_size))
+    loader = torch.utils.data.DataLoader(shard, batch_size=batch_size, num_workers=workers)
+    for x, y in loader:
+        meter.update(model(x.to(ctx.device)).argmax(1).cpu(), y)
+    meter.load_state(D.all_reduce_sum(ctx, meter.state()))
+    model.train(was_training)
+    return meter.compute()
+
+
+def _rng_state():
+    return {"torch": torch.get_rng_state(), "python": random.getstate(),
+            "numpy": np.random.get_state()}
+
+
+def _set_rng_state(s):
+    torch.set_rng_state(s["torch"])
+    random.setstate(s["python"])
+    np.random.set_state(s["numpy"])
+
+
+def train_run(model: nn.Module, train_set, val_set, cfg: TrainConfig, ctx: D.DistContext, *,
+              seed: int, num_classes: int, ignore_index: int, ckpt_path: str,
+              checkpoint: dict | None = None, desc: str = "") -> dict:
+    """Train ``model`` (already seeded and built identically on every process) and evaluate it.
+
+    Args:
+        checkpoint: a state saved by an interrupted call (``None``: start afresh).
+        ckpt_path: where rank 0 saves the checkpoint every ``cfg.ckpt_every`` steps and at
+            the end (atomically).
+
+    Returns:
+        the final checkpoint dict: ``"metrics"`` (of ``evaluate``), ``"train_s"``,
+        ``"curves"`` (``iters``/``loss`` per step and ``val_iters``/``val_miou``),
+        ``"model"`` (the state dict) and the optimiser state.
+    """
+    model = model.to(ctx.device)
+    net = DistributedDataParallel(model, device_ids=[ctx.device] if ctx.device.type == "cuda" else None) \
+        if ctx.distributed else model
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda t: lr_factor(t, cfg.iters))
+    start, train_s = 0, 0.0
+    curves = {"iters": [], "loss": [], "val_iters": [], "val_miou": []}
+    if checkpoint is not None:
+        model.load_state_dict(checkpoint["model"])
+        opt.load_state_dict(checkpoint["optimizer"])
+        sched.load_state_dict(checkpoint["scheduler"])
+        start, train_s, curves = checkpoint["iter"], checkpoint["train_s"], checkpoint["curves"]
+        _set_rng_state(checkpoint["rng"])
+        if "metrics" in checkpoint:  # finished, killed before its row was written
+            return checkpoint
+
+    def state(t, metrics=None):
+        s = {"iter": t, "model": model.state_dict(), "optimizer": opt.state_dict(),
+             "scheduler": sched.state_dict(), "train_s": train_s, "curves": curves,
+             "rng": _rng_state(), "config": cfg.to_dict(), "seed": seed}
+        if metrics is not None:
+            s["metrics"] = metrics
+        return s
+
+    sampler = StreamBatchSampler(len(train_set), cfg.batch_size, seed, start, cfg.iters,
+                                 ctx.rank, ctx.world_size)
+    loader = torch.utils.data.DataLoader(train_set, batch_sampler=sampler,
+                                         num_workers=cfg.workers,
+                                         persistent_workers=False)
+    bar = tqdm(total=cfg.iters, initial=start, desc=desc, leave=False, dynamic_ncols=True,
+               disable=not ctx.is_main or None)
+    net.train()
+    t, m = start, None
+    tic = time.perf_counter()  # training time counts data loading, not evaluation or saving
+    for x, y in loader:
+        x, y = x.to(ctx.device, non_blocking=True), y.to(ctx.device, non_blocking=True)
+        loss = F.cross_entropy(net(x), y, ignore_index=ignore_index)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        sched.step()
+        loss_val = float(D.all_reduce_sum(ctx, loss.detach()[None].cpu())[0]) / ctx.world_size
+        if ctx.device.type == "cuda":
+            torch.cuda.synchronize(ctx.device)
+        train_s += time.perf_counter() - tic
+        t += 1
+        curves["iters"].append(t)
+        curves["loss"].append(loss_val)
+        bar.update(1)
+        bar.set_postfix(loss=f"{loss_val:.3f}")
+        last = t == cfg.iters
+        if t % cfg.eval_every == 0 or last:
+            D.broadcast_buffers(ctx, model)
+            m = evaluate(model, val_set, ctx, num_classes, ignore_index, cfg.eval_batch_size,
+                         cfg.workers)
+            curves["val_iters"].append(t)
+            curves["val_miou"].append(m["miou"])
+            net.train()
+            if bar.disable and ctx.is_main:  # no progress bar (not a terminal): log a line
+                print(f"    {desc} step {t}/{cfg.iters}: loss {loss_val:.3f}, "
+                      f"val mIoU {100 * m['miou']:.2f}", flush=True)
+        if (t % cfg.ckpt_every == 0 and not last) and ctx.is_main:
+            atomic_torch_save(ckpt_path, state(t))
+        tic = time.perf_counter()
+    bar.close()
+    if m is None:  # nothing left to train (a checkpoint at the last step)
+        D.broadcast_buffers(ctx, model)
+        m = evaluate(model, val_set, ctx, num_classes, ignore_index, cfg.eval_batch_size,
+                     cfg.workers)
+    final = state(t, metrics=m)
+    if ctx.is_main:
+        atomic_torch_save(ckpt_path, final)
+    return final

@@ -1,0 +1,23 @@
+"""Encoder-decoder networks whose upsampling stages are swappable by upsampler name."""
+from __future__ import annotations
+
+from .fpn import FPN, timm_backbone
+from .segnet import SegNet
+
+MODELS = ("segnet", "fpn")
+
+
+def build_model(name: str, num_classes: int, upsampler: str, *, widths=(32, 64, 128, 256),
+                backbone: str = "resnet18", pretrained: bool = False, channels: int = 128,
+                upsampler_kwargs: dict | None = None):
+    """``"segnet"``: ``SegNet(num_classes, upsampler, widths)``; ``"fpn"``: ``FPN`` on the timm
+    backbone ``backbone`` (``features_only``, strides 4-32)."""
+    if name == "segnet":
+        return SegNet(num_classes, upsampler, widths, upsampler_kwargs=upsampler_kwargs)
+    if name == "fpn":
+        return FPN(timm_backbone(backbone, pretrained), num_classes, upsampler, channels,
+                   upsampler_kwargs=upsampler_kwargs)
+    raise ValueError(f"model must be one of {list(MODELS)}, got {name!r}")
+
+
+__all__ = ["SegNet", "FPN", "timm_backbone", "build_model", "MODELS"]

@@ -1,0 +1,130 @@
+"""A2U, affinity-aware upsampling, as a guided x2 upsampler: ``a2u``.
+
+Dai, Lu, Shen, "Learning Affinity-Aware Upsampling for Deep Image Matting", CVPR 2021
+(code: dongdong93/a2u_matting, ``scripts/BilinearModel.py``, ``InterChannelUpDown``; the
+configuration used for matting and for the segmentation comparisons: up kernel ``K = 3``,
+encode kernel ``k = 6``, ``U`` and ``V`` shared among channels, one group, rank ``d = 1``).
+
+The kernels come from the encoder feature ``y`` (the guide, ``2H x 2W``), as a low-rank
+bilinear form of two stride-2 filterings of ``y``::
+
+    u, v = P_u pool_k(y), P_v pool_k(y)            one k x k filter each, per sample
+    a = sum_c LReLU(GN(u *_2 y_c)) LReLU(GN(v *_2 y_c)) / sqrt(Cg)        B x 1 x H x W
+    p = P_p pool_1(y)                              B x 4K^2 per sample
+    w = softmax_K^2(sigmoid(pixel_shuffle(p a, 2)))                        B x K^2 x 2H x 2W
+    out = local_assemble(w, x, K)
+
+(``*_2``: convolution with stride 2; ``pool_k``: adaptive average pooling to ``k x k``).
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from ..ops import _checks
+from ..ops.functional import local_assemble
+from ._inputs import check_guided, positive_int
+from .factory import register_upsampler
+
+
+class A2U(nn.Module):
+    """Affinity-aware upsampling (A2U), x2.
+
+    ``forward(x, guide)``: ``x`` the decoder feature ``B x C x H x W``, ``guide`` the encoder
+    feature ``B x Cg x 2H x 2W``; returns ``B x C x 2H x 2W``. Only exactly twice ``x``'s size
+    is supported (stride-2 filtering, then a x2 pixel shuffle of the kernels); any other guide
+    size raises ``ValueError``.
+
+    Parameters: the three 1x1 projections hold ``4K^2 Cg + 2Cg`` weights, SAPA Table 1's count
+    (``4K^2 Cg + 2Cg = 38Cg`` for ``K = 3``); their biases add ``4K^2 + 2`` and the two
+    GroupNorms ``4Cg``. The released module also builds the downsampling branch (``bconv_DP``);
+    an upsampler never uses it, so it is left out.
+
+    Args:
+        in_channels: ``C``, channels of ``x``.
+        guide_channels: ``Cg``, channels of the guide (default ``C``).
+        kernel_size: ``K``, the reassembly window, odd (default 3).
+        encode_kernel_size: ``k``, size of the dynamic filters on the guide (default 6); the
+            stride-2 filtering pads by ``(k - 1) // 2`` as the code does.
+        num_groups: groups of the two GroupNorms; default ``gcd(32, Cg)``, which is the code's
+            32 whenever ``Cg`` is a multiple of 32.
+        backend: forwarded to ``sapa.local_assemble`` (``None``: automatic).
+    """
+
+    def __init__(self, in_channels: int, guide_channels: int | None = None, *,
+                 kernel_size: int = 3, encode_kernel_size: int = 6, num_groups: int | None = None,
+                 backend: str | None = None):
+        super().__init__()
+        positive_int("in_channels", in_channels)
+        guide_channels = in_channels if guide_channels is None else guide_channels
+        positive_int("guide_channels", guide_channels)
+        _checks.check_kernel_size(kernel_size)
+        positive_int("encode_kernel_size", encode_kernel_size)
+        num_groups = math.gcd(32, guide_channels) if num_groups is None else num_groups
+        positive_int("num_groups", num_groups)
+        if guide_channels % num_groups:
+            raise ValueError(
+                f"num_groups must divide guide_channels={guide_channels}, got {num_groups}")
+        self.in_channels, self.guide_channels = in_channels, guide_channels
+        self.kernel_size, self.encode_kernel_size = kernel_size, encode_kernel_size
+        self.backend = backend
+
+        c = guide_channels
+        self.proj_p = nn.Conv2d(c, 4 * kernel_size * kernel_size, 1)  # code: bconv_UP
+        self.proj_u = nn.Conv2d(c, 1, 1)  # code: bconv_U
+        self.proj_v = nn.Conv2d(c, 1, 1)  # code: bconv_V
+        self.norm_u = nn.GroupNorm(num_groups, c)
+        self.norm_v = nn.GroupNorm(num_groups, c)
+        # the matting model's init: Xavier-normal with the leaky-ReLU(0.01) gain, zero biases
+        gain = nn.init.calculate_gain("leaky_relu", 0.01)
+        for conv in (self.proj_p, self.proj_u, self.proj_v):
+            nn.init.xavier_normal_(conv.weight, gain)
+            nn.init.zeros_(conv.bias)
+
+    def extra_repr(self) -> str:
+        return (f"{self.in_channels}, guide_channels={self.guide_channels}, "
+                f"kernel_size={self.kernel_size}, encode_kernel_size={self.encode_kernel_size}")
+
+    def _check_inputs(self, x, guide):
+        check_guided("A2U", x, guide, self.in_channels, self.guide_channels, exact_scale=2)
+
+    def _filter(self, guide, proj, norm):
+        """``LReLU(GN(f *_2 guide_c))`` for every channel with one dynamic ``k x k`` filter
+        ``f = proj(pool_k(guide))`` per sample: ``B x Cg x H x W``."""
+        k = self.encode_kernel_size
+        f = proj(F.adaptive_avg_pool2d(guide, k))  # B x 1 x k x k
+        # channels as the batch and samples as groups: every sample meets its own filter
+        out = F.conv2d(guide.transpose(0, 1), f, stride=2, padding=(k - 1) // 2,
+                       groups=guide.shape[0])
+        return F.leaky_relu(norm(out.transpose(0, 1)), 0.01)
+
+    def _kernels(self, guide):
+        affinity = (self._filter(guide, self.proj_u, self.norm_u)
+                    * self._filter(guide, self.proj_v, self.norm_v)).sum(1, keepdim=True)
+        affinity = affinity / math.sqrt(self.guide_channels)  # B x 1 x H x W
+        logits = F.pixel_shuffle(self.proj_p(F.adaptive_avg_pool2d(guide, 1)) * affinity, 2)
+        if self.kernel_size == 1:
+            return torch.sigmoid(logits)  # as the code: a single weight is not normalised
+        return torch.softmax(torch.sigmoid(logits), dim=1)
+
+    @torch.no_grad()
+    def kernels(self, x: torch.Tensor, guide: torch.Tensor) -> torch.Tensor:
+        """The upsampling kernels ``B x K*K x 2H x 2W`` (for visualisation; index order as
+        ``sapa.local_similarity``)."""
+        self._check_inputs(x, guide)
+        return self._kernels(guide)
+
+    def forward(self, x: torch.Tensor, guide: torch.Tensor | None = None) -> torch.Tensor:
+        self._check_inputs(x, guide)
+        return local_assemble(self._kernels(guide), x, self.kernel_size, backend=self.backend)
+
+
+@register_upsampler("a2u", guided=True)
+def a2u(in_channels, guide_channels=None, scale_factor=2, **kwargs):
+    """A2U (Dai et al. CVPR 2021): ``A2U(in_channels, guide_channels, **kwargs)``; x2 only."""
+    if scale_factor != 2 or isinstance(scale_factor, bool):
+        raise ValueError(f"a2u upsamples exactly x2, got scale_factor={scale_factor!r}")
+    return A2U(in_channels, guide_channels, **kwargs)

@@ -1,0 +1,77 @@
+"""``sapa compare`` end to end through the command line: outputs, their schema and the figures.
+
+The default run uses ``--quick`` shrunk further (a few steps on a few samples) to keep the
+suite fast; ``-m slow`` runs the real ``--quick``.
+"""
+import json
+import os
+import subprocess
+import sys
+import time
+
+import pytest
+from PIL import Image
+
+ROW_KEYS = {"upsampler", "seed", "miou", "biou", "acc", "params", "flops", "train_s"}
+
+
+def _run_cli(*argv, timeout=300):
+    # one thread: a tiny model gains nothing from more, and on a shared machine OpenMP threads
+    # waiting for each other can make it many times slower
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    return subprocess.run([sys.executable, "-m", "sapa", "compare", *argv], capture_output=True,
+                          text=True, timeout=timeout, env=env)
+
+
+def _check_outputs(out, upsamplers, seeds):
+    with open(os.path.join(out, "results.json")) as f:
+        data = json.load(f)
+    rows = data["rows"]
+    assert {(r["upsampler"], r["seed"]) for r in rows} == {(u, s) for u in upsamplers for s in seeds}
+    for r in rows:
+        assert ROW_KEYS <= set(r)
+        for k in ("miou", "biou", "acc"):
+            assert 0 <= r[k] <= 1, (k, r[k])
+        assert r["params"] > 0 and r["flops"] > 0 and r["train_s"] > 0
+        assert os.path.exists(os.path.join(out, r["checkpoint"]))
+    by = {r["upsampler"]: r for r in rows}
+    if "bilinear" in by and "sapa-b" in by:  # SAPA-B adds projections and the operator
+        assert by["sapa-b"]["params"] > by["bilinear"]["params"]
+        assert by["sapa-b"]["flops"] > by["bilinear"]["flops"]
+    assert data["config"]["model"] == "segnet" and data["environment"]["torch"]
+    md = open(os.path.join(out, "results.md")).read()
+    for u in upsamplers:
+        assert f"| {u} | {len(seeds)} |" in md
+    for name in ("predictions.png", "features.png", "curves.png"):
+        with Image.open(os.path.join(out, name)) as im:
+            assert im.format == "PNG" and im.size[0] > 200
+    return data
+
+
+def test_quick_pipeline_end_to_end(tmp_path):
+    out = str(tmp_path / "quick")
+    proc = _run_cli("--quick", "--image-size", "32", "--widths", "8,16,32", "--iters", "3",
+                    "--eval-every", "2", "--num-train", "12", "--num-val", "6", "--out", out)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "| bilinear | 1 |" in proc.stdout and "| sapa-b | 1 |" in proc.stdout
+    data = _check_outputs(out, ["bilinear", "sapa-b"], [0])
+    assert all(r["iters"] == 3 for r in data["rows"])
+    assert data["command"].endswith(f"--out {out}")
+
+
+def test_python_dash_m_and_help():
+    proc = subprocess.run([sys.executable, "-m", "sapa", "compare", "--help"],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0 and "--resume" in proc.stdout and "--quick" in proc.stdout
+
+
+@pytest.mark.slow
+def test_real_quick_run(tmp_path):
+    """The documented ``sapa compare --quick`` (the issue's budget: under 2 minutes on 2 idle
+    cores; printed, not asserted, because the test machine may be shared)."""
+    out = str(tmp_path / "quick")
+    tic = time.perf_counter()
+    proc = _run_cli("--quick", "--out", out, timeout=900)
+    print(f"sapa compare --quick: {time.perf_counter() - tic:.0f} s wall")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    _check_outputs(out, ["bilinear", "sapa-b"], [0])

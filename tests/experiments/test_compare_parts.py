@@ -1,0 +1,164 @@
+"""Parts of ``sapa compare``: atomic results, the summary table, the resumable batch stream,
+the training loop's exact resumption, and argument checks before any work."""
+import argparse
+import json
+import math
+import os
+
+import pytest
+import torch
+
+from sapa.experiments import compare, results
+from sapa.experiments import distributed as D
+from sapa.experiments.trainer import StreamBatchSampler, TrainConfig, lr_factor, train_run
+from sapa.models import SegNet
+from sapa.tasks.segmentation import SyntheticSegmentation
+
+
+def test_atomic_write_leaves_the_old_file_on_failure_and_no_temporaries(tmp_path):
+    path = str(tmp_path / "results.json")
+    results.atomic_write_json(path, {"rows": [1]})
+    with pytest.raises(TypeError):
+        results.atomic_write_json(path, {"rows": [object()]})  # not serialisable
+    with open(path) as f:
+        assert json.load(f) == {"rows": [1]}
+    assert os.listdir(tmp_path) == ["results.json"]
+
+
+def test_load_results_rejects_other_json(tmp_path):
+    path = tmp_path / "results.json"
+    assert results.load_results(str(path)) is None
+    path.write_text('{"table": []}')
+    with pytest.raises(ValueError, match="rows"):
+        results.load_results(str(path))
+
+
+def _row(u, seed, miou, biou=0.1, train_s=10.0):
+    return {"upsampler": u, "seed": seed, "miou": miou, "biou": biou, "acc": 0.5,
+            "params": 1000, "flops": 2e9, "train_s": train_s}
+
+
+def test_summary_mean_and_sample_std_over_seeds():
+    rows = [_row("a", 0, 0.2), _row("b", 0, 0.5), _row("a", 1, 0.4), _row("a", 2, 0.6)]
+    s = results.summarize(rows, order=["b", "a"])
+    assert [x["upsampler"] for x in s] == ["b", "a"]
+    a = s[1]
+    assert a["n"] == 3 and a["miou"] == pytest.approx(0.4)
+    assert a["miou_std"] == pytest.approx(0.2)  # sample std of 0.2, 0.4, 0.6
+    assert s[0]["miou_std"] == 0.0  # one seed
+    table = results.markdown_table(rows, order=["a", "b"])
+    assert "| a | 3 | 40.00 ± 20.00 |" in table
+    assert table.index("| a |") < table.index("| b |")
+    assert "2.000" in table  # GFLOPs
+
+
+def test_batch_stream_is_deterministic_resumable_and_split_across_ranks():
+    full = list(StreamBatchSampler(10, 4, seed=3, start=0, stop=7))
+    assert all(len(b) == 4 for b in full)
+    # every epoch is a permutation: the first 20 positions cover 0..9 twice
+    flat = [i for b in full for i in b]
+    assert sorted(flat[:10]) == list(range(10)) and sorted(flat[10:20]) == list(range(10))
+    assert list(StreamBatchSampler(10, 4, seed=3, start=4, stop=7)) == full[4:]
+    assert list(StreamBatchSampler(10, 4, seed=4, start=0, stop=7)) != full
+    r0 = list(StreamBatchSampler(10, 4, seed=3, start=0, stop=7, rank=0, world_size=2))
+    r1 = list(StreamBatchSampler(10, 4, seed=3, start=0, stop=7, rank=1, world_size=2))
+    assert [a + b for a, b in zip(r0, r1)] == full
+    with pytest.raises(ValueError, match="divisible"):
+        StreamBatchSampler(10, 3, seed=0, start=0, stop=1, world_size=2)
+
+
+def test_learning_rate_schedule():
+    assert lr_factor(0, 100) == pytest.approx(0.2)  # warm-up over 5 steps
+    assert lr_factor(4, 100) == pytest.approx(1.0)
+    assert lr_factor(5, 100) == pytest.approx(1.0)
+    assert lr_factor(99, 100) == pytest.approx(0.5 * (1 + math.cos(math.pi * 94 / 95)))
+
+
+def test_train_config_checks():
+    with pytest.raises(ValueError, match="iters"):
+        TrainConfig(iters=0, batch_size=2)
+    with pytest.raises(ValueError, match="lr"):
+        TrainConfig(iters=1, batch_size=2, lr=float("nan"))
+
+
+@pytest.fixture
+def one_thread():
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+def test_a_resumed_run_computes_what_the_uninterrupted_run_computes(tmp_path, monkeypatch,
+                                                                     one_thread):
+    train = SyntheticSegmentation("train", 8, 32, seed=0)
+    val = SyntheticSegmentation("val", 4, 32, seed=0)
+    cfg = TrainConfig(iters=6, batch_size=4, eval_every=3, ckpt_every=3)
+    saved = []
+    monkeypatch.setattr("sapa.experiments.trainer.atomic_torch_save",
+                        lambda path, obj: saved.append(torch.load(_roundtrip(tmp_path, obj),
+                                                                  weights_only=False)))
+
+    def fresh():
+        torch.manual_seed(0)
+        return SegNet(7, "sapa-b", widths=(4, 8))
+
+    kw = dict(seed=0, num_classes=7, ignore_index=255, ckpt_path=str(tmp_path / "ck.pt"))
+    full = train_run(fresh(), train, val, cfg, D.DistContext(), **kw)
+    mid = saved[0]
+    assert mid["iter"] == 3 and "metrics" not in mid
+    resumed = train_run(fresh(), train, val, cfg, D.DistContext(), checkpoint=mid, **kw)
+    assert resumed["iter"] == full["iter"] == 6
+    for k, v in full["model"].items():
+        assert torch.equal(v, resumed["model"][k]), k
+    assert resumed["curves"]["loss"] == full["curves"]["loss"]
+    assert resumed["curves"]["val_iters"] == [3, 6]
+    assert resumed["metrics"] == full["metrics"]
+
+
+def _roundtrip(tmp_path, obj):
+    path = tmp_path / "roundtrip.pt"
+    torch.save(obj, path)  # a real save/load, as a checkpoint on disk
+    return path
+
+
+def _args(**kw):
+    p = argparse.ArgumentParser()
+    compare.add_arguments(p)
+    argv = []
+    for k, v in kw.items():
+        flag = "--" + k.replace("_", "-")
+        if v is True:
+            argv.append(flag)
+        elif isinstance(v, list):
+            argv += [flag, *map(str, v)]
+        else:
+            argv += [flag, str(v)]
+    return p.parse_args(argv)
+
+
+def test_presets_and_explicit_arguments():
+    s = compare.resolve(_args(quick=True, iters=7))
+    assert s["upsamplers"] == ["bilinear", "sapa-b"] and s["seeds"] == [0]
+    assert s["train"].iters == 7 and s["config"]["num_train"] == 256
+    d = compare.resolve(_args())
+    assert d["upsamplers"] == ["bilinear", "carafe", "sapa-b", "sapa-g"]
+    assert d["seeds"] == [0, 1, 2] and d["config"]["widths"] == [16, 32, 64, 128]
+
+
+@pytest.mark.parametrize("kw, match", [
+    ({"upsamplers": "bilinear,nope"}, "unknown name"),
+    ({"upsamplers": "bilinear,bilinear"}, "twice"),
+    ({"seeds": [0, 0]}, "distinct"),
+    ({"image_size": 40}, "multiple of 16"),
+    ({"widths": "8,x"}, "widths"),
+    ({"data": "/no/such/folder"}, "existing folder"),
+    ({"num_train": 0}, "num-train"),
+])
+def test_bad_arguments_fail_before_any_work(kw, match, tmp_path, capsys):
+    args = _args(out=str(tmp_path / "out"), **kw)
+    with pytest.raises(ValueError, match=match):
+        compare.resolve(args)
+    assert compare.main(args) == 2
+    assert match.split()[0] in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()

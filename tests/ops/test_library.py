@@ -1,0 +1,208 @@
+"""``torch.ops.sapa.*`` (``sapa.ops._library``): opcheck, torch.compile, torch.export, FLOPs.
+
+Every custom op is checked with ``torch.library.opcheck`` (schema, autograd registration, fake
+implementation against the real one -- strides included, so channels_last inputs are part of
+the samples -- and AOT dispatch) for every backend that runs through them: ``lean``, ``cpu``
+when it is listed and can run here, and ``triton`` under ``TRITON_INTERPRET=1``. A SAPA module
+and the functional ops compile with ``fullgraph=True`` on every backend, the reference
+included, and export with ``torch.export``.
+
+The compile tests use the ``aot_eager`` backend (dynamo with fullgraph, fake tensors and the
+registered autograd: everything but inductor's code generation, which takes ~10 s per graph on
+these machines); one inductor compile runs in the default suite, the others with ``-m slow``.
+"""
+from __future__ import annotations
+
+import pytest
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+
+from sapa import SAPA
+from sapa.ops import list_backends, local_assemble, local_similarity, sapa_attention
+from sapa.ops.dispatch import load_backend
+
+OPS_BACKENDS = [name for name in list_backends() if name != "reference"]
+# channels_last samples for the backends that are cheap to run; the interpreted Triton kernels
+# read any strides and their layouts are tested in test_triton_backend.py
+LAYOUT_CASES = [(b, layout) for b in OPS_BACKENDS for layout in ("nchw", "channels_last")
+                if b != "triton" or layout == "nchw"]
+ALL_BACKENDS = list_backends()
+K = 3
+
+
+@pytest.fixture(autouse=True)
+def interpreter(monkeypatch):
+    """Let the Triton backend run CPU tensors (interpreted) while a test of this module runs;
+    the other backends are forced by name, so the automatic choice is never involved."""
+    monkeypatch.setenv("TRITON_INTERPRET", "1")
+
+
+def require(backend, *tensors):
+    reason = load_backend(backend).can_run(*tensors)
+    if reason is not None:
+        pytest.skip(f"backend {backend!r} cannot run here: {reason}")
+
+
+def tensors(layout, requires_grad=False, dtype=torch.float64):
+    """Small ``q, k, v, grad`` (2x3 -> 5x7: a 2H+1 size), in NCHW or channels_last."""
+    g = torch.Generator().manual_seed(0)
+    shapes = ((2, 3, 5, 7), (2, 3, 2, 3), (2, 4, 2, 3), (2, 4, 5, 7))
+    out = [torch.randn(s, generator=g, dtype=dtype) for s in shapes]
+    if layout == "channels_last":
+        out = [t.contiguous(memory_format=torch.channels_last) for t in out]
+    return [t.requires_grad_(requires_grad) for t in out[:3]] + [out[3]]
+
+
+def opcheck(op, args):
+    result = torch.library.opcheck(op, args, raise_exception=False)
+    failures = {name: r for name, r in result.items() if r != "SUCCESS"}
+    assert not failures, failures
+
+
+# ---- opcheck -----------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("backend, layout", LAYOUT_CASES)
+def test_opcheck_attention(backend, layout):
+    q, k, v, grad = tensors(layout, requires_grad=True)
+    require(backend, q, k, v)
+    opcheck(torch.ops.sapa.attention.default, (q, k, v, K, "softmax", "valid", backend))
+    out, stat = torch.ops.sapa.attention(q, k, v, K, "sigmoid", "zeros", backend)
+    detached = [t.detach() for t in (q, k, v, out, stat)]
+    opcheck(torch.ops.sapa.attention_backward.default,
+            (grad, *detached, K, "sigmoid", "zeros", backend))
+
+
+@pytest.mark.parametrize("backend, layout", LAYOUT_CASES)
+def test_opcheck_similarity(backend, layout):
+    q, k, _, _ = tensors(layout, requires_grad=True)
+    require(backend, q, k)
+    opcheck(torch.ops.sapa.similarity.default, (q, k, K, "zeros", backend))
+    grad = torch.randn(2, K * K, 5, 7, dtype=q.dtype)
+    opcheck(torch.ops.sapa.similarity_backward.default,
+            (grad, q.detach(), k.detach(), K, "valid", backend))
+
+
+@pytest.mark.parametrize("backend, layout", LAYOUT_CASES)
+def test_opcheck_assemble(backend, layout):
+    _, _, v, grad = tensors(layout, requires_grad=True)
+    kernels = torch.randn(2, K * K, 5, 7, dtype=v.dtype, requires_grad=True)
+    require(backend, kernels, v)
+    opcheck(torch.ops.sapa.assemble.default, (kernels, v, K, "zeros", backend))
+    opcheck(torch.ops.sapa.assemble_backward.default,
+            (grad, kernels.detach(), v.detach(), K, "zeros", backend))
+
+
+# ---- torch.compile -----------------------------------------------------------------------------
+
+def _module(backend):
+    torch.manual_seed(0)
+    # variant G: every branch of the query (projections, gate, nearest upsampling)
+    return SAPA(6, 5, variant="G", kernel_size=K, embed_dim=4, backend=backend).double()
+
+
+def _module_inputs():
+    g = torch.Generator().manual_seed(1)
+    return (torch.randn(2, 6, 3, 4, generator=g, dtype=torch.float64),
+            torch.randn(2, 5, 7, 9, generator=g, dtype=torch.float64))
+
+
+def _forward_backward(fn, *inputs):
+    leaves = [t.clone().requires_grad_() for t in inputs]
+    out = fn(*leaves)
+    out.square().sum().backward()
+    return out.detach(), [t.grad for t in leaves]
+
+
+def _compare_compiled(module, compiled, inputs):
+    out, grads = _forward_backward(module, *inputs)
+    params = [p.grad.clone() for p in module.parameters()]
+    module.zero_grad()
+    out_c, grads_c = _forward_backward(compiled, *inputs)
+    torch.testing.assert_close(out_c, out)
+    for a, b in zip(grads_c + [p.grad for p in module.parameters()], grads + params):
+        torch.testing.assert_close(a, b)
+
+
+@pytest.mark.parametrize("backend", ALL_BACKENDS)
+def test_compile_module_fullgraph(backend):
+    torch._dynamo.reset()
+    module = _module(backend)
+    x, guide = _module_inputs()
+    require(backend, x, guide)
+    compiled = torch.compile(module, fullgraph=True, backend="aot_eager")
+    _compare_compiled(module, compiled, (x, guide))
+
+
+@pytest.mark.parametrize("backend", ALL_BACKENDS)
+def test_compile_functional_fullgraph(backend):
+    torch._dynamo.reset()
+    q, k, v, _ = tensors("nchw")
+    require(backend, q, k, v)
+
+    def fn(q, k, v):
+        scores = local_similarity(q, k, K, border="valid", backend=backend)
+        composed = local_assemble(torch.softmax(scores, dim=1), v, K, backend=backend)
+        fused = sapa_attention(q, k, v, K, normalizer="softplus", backend=backend)
+        return composed + fused
+
+    out, grads = _forward_backward(fn, q, k, v)
+    out_c, grads_c = _forward_backward(torch.compile(fn, fullgraph=True, backend="aot_eager"),
+                                       q, k, v)
+    torch.testing.assert_close(out_c, out)
+    for a, b in zip(grads_c, grads):
+        torch.testing.assert_close(a, b)
+
+
+def _inductor(backend):
+    torch._dynamo.reset()
+    module = SAPA(8, variant="B", kernel_size=K, embed_dim=4, backend=backend)
+    g = torch.Generator().manual_seed(2)
+    x, guide = torch.randn(1, 8, 3, 4, generator=g), torch.randn(1, 8, 7, 9, generator=g)
+    require(backend, x, guide)
+    _compare_compiled(module, torch.compile(module, fullgraph=True), (x, guide))
+
+
+def test_compile_module_inductor_triton():
+    """The default compiler around the Triton launch (its stride assertions check the fakes)."""
+    _inductor("triton")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("backend", [b for b in ALL_BACKENDS if b != "triton"])
+def test_slow_compile_module_inductor(backend):
+    _inductor(backend)
+
+
+# ---- torch.export ------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("backend", ["lean", "triton"])
+def test_export_module(backend):
+    module = _module(backend)
+    x, guide = _module_inputs()
+    require(backend, x, guide)
+    exported = torch.export.export(module, (x, guide))
+    ops = {str(n.target) for n in exported.graph.nodes if n.op == "call_function"}
+    assert "sapa.attention.default" in ops
+    torch.testing.assert_close(exported.module()(x, guide), module(x, guide))
+
+
+# ---- FLOPs -------------------------------------------------------------------------------------
+
+def test_flop_counter_sees_registered_flops():
+    q, k, v, _ = tensors("nchw", requires_grad=True)
+    b, d, ho, wo = q.shape
+    c = v.shape[1]
+    points = b * ho * wo * K * K
+    with FlopCounterMode(display=False) as counter:
+        out = sapa_attention(q, k, v, K, backend="lean")
+    assert counter.get_total_flops() == 2 * points * (d + c)
+    with FlopCounterMode(display=False) as counter:
+        out.sum().backward()
+    assert counter.get_total_flops() == 2 * points * (3 * d + 2 * c)
+
+    with FlopCounterMode(display=False) as counter:
+        scores = local_similarity(q, k, K, backend="lean")
+        local_assemble(scores, v, K, backend="lean")
+    assert counter.get_total_flops() == 2 * points * d + 2 * points * c
+    counts = counter.get_flop_counts()["Global"]
+    assert {str(op) for op in counts} >= {"sapa.similarity", "sapa.assemble"}
