@@ -355,7 +355,8 @@ def resources(args):
             print(" | ".join(map(str, rows[-1])), flush=True)
     print(harness.markdown_table(["kernel", "dtype", "scale", "constexprs", "REG", "STACK",
                                   "shared B"], rows))
-    print(f"{len(rows)} distinct launches compiled, {spills} spill registers")
+    print(f"{len(rows)} distinct launches compiled; {spills} of them spill registers to local "
+          "memory (STACK > 0)")
     return 1 if spills else 0
 
 

@@ -23,6 +23,9 @@ def test_atomic_write_leaves_the_old_file_on_failure_and_no_temporaries(tmp_path
     with open(path) as f:
         assert json.load(f) == {"rows": [1]}
     assert os.listdir(tmp_path) == ["results.json"]
+    umask = os.umask(0)
+    os.umask(umask)
+    assert os.stat(path).st_mode & 0o777 == 0o666 & ~umask  # like any new file, not private
 
 
 def test_load_results_rejects_other_json(tmp_path):

@@ -20,10 +20,20 @@ RESULTS_JSON = "results.json"
 RESULTS_MD = "results.md"
 
 
-def atomic_write_bytes(path: str, data: bytes) -> None:
+def _temp_beside(path: str) -> tuple[int, str]:
+    """A temporary file in ``path``'s folder, with the permissions a new file would get
+    (``mkstemp`` makes it private)."""
     d = os.path.dirname(os.path.abspath(path))
     os.makedirs(d, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=d, prefix=os.path.basename(path) + ".", suffix=".tmp")
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o666 & ~umask)
+    return fd, tmp
+
+
+def atomic_write_bytes(path: str, data: bytes) -> None:
+    fd, tmp = _temp_beside(path)
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
@@ -46,9 +56,7 @@ def atomic_write_json(path: str, obj) -> None:
 
 def atomic_torch_save(path: str, obj) -> None:
     """``torch.save`` through a temporary file and ``os.replace``."""
-    d = os.path.dirname(os.path.abspath(path))
-    os.makedirs(d, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=d, prefix=os.path.basename(path) + ".", suffix=".tmp")
+    fd, tmp = _temp_beside(path)
     os.close(fd)
     try:
         torch.save(obj, tmp)
@@ -162,7 +170,7 @@ def results_markdown(data: dict, order: list[str] | None = None) -> str:
         "",
         f"Command: `{data.get('command', '')}`",
         "",
-        "Configuration: " + ", ".join(f"{k}={v}" for k, v in cfg.items()),
+        "Configuration: " + ", ".join(f"{k}={v}" for k, v in cfg.items() if v is not None),
         "",
         "Environment: " + ", ".join(f"{k}={v}" for k, v in env.items()),
         "",

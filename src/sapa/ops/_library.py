@@ -56,7 +56,8 @@ def _like(grads, inputs):
 @torch.library.custom_op("sapa::attention", mutates_args=())
 def attention(q: Tensor, k: Tensor, v: Tensor, kernel_size: int, normalizer: str, border: str,
               backend: str) -> tuple[Tensor, Tensor]:
-    return _contiguous(*load_backend(backend).attention_fwd(q, k, v, kernel_size, normalizer, border))
+    out, stat = load_backend(backend).attention_fwd(q, k, v, kernel_size, normalizer, border)
+    return _contiguous(out, stat)
 
 
 @attention.register_fake

@@ -73,7 +73,7 @@ def _warn_once(reason: str) -> None:
             RuntimeWarning, stacklevel=5)
 
 
-def can_run(*tensors) -> str | None:
+def can_run(*tensors, automatic: bool = False) -> str | None:
     """``None`` if every tensor is on the CPU and the JIT works here, else the reason."""
     for t in tensors:
         if t.device.type != "cpu":

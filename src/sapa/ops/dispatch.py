@@ -1,7 +1,8 @@
 """Backend choice, in one place (as NATTEN does it).
 
 ``AUTO_ORDER`` lists the backends tried when the caller passes ``backend=None``; each backend
-module exposes ``can_run(*tensors) -> None | str`` (``None``: it can; a string: why not). The
+module exposes ``can_run(*tensors, automatic=False) -> None | str`` (``None``: it can; a
+string: why not; ``automatic=True`` when the choice is not forced). The
 first that can run wins, and the ``sapa.dispatch`` logger says at DEBUG level which ran and why
 each earlier one was passed over::
 
@@ -69,7 +70,7 @@ def choose_backend(*tensors, backend: str | None = None):
         return mod
     for name in AUTO_ORDER:
         mod = load_backend(name)
-        reason = mod.can_run(*tensors)
+        reason = mod.can_run(*tensors, automatic=True)
         if reason is None:
             _debug("backend %s (automatic)", name)
             return mod

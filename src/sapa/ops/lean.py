@@ -19,7 +19,7 @@ from ._geometry import projective_index
 NAME = "lean"
 
 
-def can_run(*tensors) -> str | None:
+def can_run(*tensors, automatic: bool = False) -> str | None:
     return None  # pure PyTorch: runs wherever PyTorch does
 
 

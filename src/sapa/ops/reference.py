@@ -12,7 +12,7 @@ from ._geometry import EPS, projective_index
 NAME = "reference"
 
 
-def can_run(*tensors) -> str | None:
+def can_run(*tensors, automatic: bool = False) -> str | None:
     return None  # pure PyTorch: runs wherever PyTorch does
 
 

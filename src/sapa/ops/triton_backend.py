@@ -36,8 +36,9 @@ _PKG = __name__.rpartition(".")[0] + ".triton_kernels"
 
 # Tiles on the GPU. Query-side kernels: BLOCK_P output points x chunks of up to MAX_BLOCK_D /
 # MAX_BLOCK_C channels per program; gathered kernels: GATHER_LANES lanes (low-resolution points
-# x column pairs) x chunks of up to GATHER_BLOCK channels. Chosen so that no kernel spills
-# registers on sm_90 (``python benchmarks/triton_resources.py``); not yet timed on a GPU.
+# x column pairs) x chunks of up to GATHER_BLOCK channels. Chosen from the register counts on
+# sm_90 (``python benchmarks/gpu.py --resources``: no spills but 16 bytes in attention_fwd with
+# border "valid"); not yet timed on a GPU.
 BLOCK_P = 32
 MAX_BLOCK_D = 32
 MAX_BLOCK_C = 64
@@ -48,16 +49,23 @@ NUM_WARPS = 8
 # (up to this many lanes) in one program.
 INTERPRETER_LANES = 2048
 
+MAX_BATCH = 65535  # one program row per batch sample on grid axis 2
+
 _NORM_CODES = {"softmax": 0, "relu": 1, "sigmoid": 2, "softplus": 3, "none": 4}
 
 
-def can_run(*tensors) -> str | None:
+def can_run(*tensors, automatic: bool = False) -> str | None:
     if not _HAVE_TRITON:
         return "triton is not installed (pip install triton, or sapa[triton])"
+    if tensors and tensors[0].dim() > 0 and tensors[0].shape[0] > MAX_BATCH:
+        return f"batch size {tensors[0].shape[0]} > {MAX_BATCH} (the grid's third dimension)"
     kinds = {t.device.type for t in tensors}
     if kinds == {"cuda"}:
         return None
     if kinds == {"cpu"}:
+        if automatic:
+            # the interpreter is for tests: never pick it over the CPU backends unasked
+            return "CPU tensors run Triton's interpreter only when backend='triton' is forced"
         if os.environ.get("TRITON_INTERPRET") == "1":
             return None
         return ("CPU tensors run the Triton kernels only under Triton's interpreter: "
@@ -73,6 +81,8 @@ _LOCK = threading.Lock()
 
 
 def _interpreted(t: torch.Tensor) -> bool:
+    """CPU tensors run interpreted (``can_run`` asked for ``TRITON_INTERPRET=1``); CUDA tensors
+    compiled, unless ``TRITON_INTERPRET=1`` asks to interpret everything, as in Triton."""
     return t.device.type == "cpu" or os.environ.get("TRITON_INTERPRET") == "1"
 
 

@@ -58,9 +58,10 @@ def attention_fwd(
                      mask=inside[:, None] & cmask[None, :], other=0.0).to(ACC)
         if NORM == SOFTMAX:
             if VALID:
-                m_new = tl.maximum(m, tl.where(inside, s, NEG_BIG))
-                # s <= m_new where counted; the clamp keeps the others from overflowing
-                e = tl.where(inside, tl.exp(tl.minimum(s - m_new, 0.0)), 0.0)
+                s = tl.where(inside, s, NEG_BIG)
+                m_new = tl.maximum(m, s)
+                # exp(s - m_new) <= 1; it is 1 at uncounted points while nothing is counted
+                e = tl.where(inside, tl.exp(s - m_new), 0.0)
             else:
                 m_new = tl.maximum(m, s)
                 e = tl.exp(s - m_new)

@@ -6,16 +6,19 @@ Each sample is made in three steps:
 1. **Layout** from a real photograph: a random crop of one of ``LAYOUT_PHOTOS`` (random zoom
    and flips) is cut into superpixels with Felzenszwalb's graph segmentation, so region
    boundaries have the irregular shapes of real object contours.
-2. **Classes**: every superpixel gets a class. The largest one is most often ``smooth``; the
-   others are textures. A few thin curves (1-2 px wide) of the class ``thin`` are drawn on top.
-3. **Appearance**: each class is rendered from its own source (``TEXTURES``): a random crop of
-   a texture photograph, scaled, tinted with a random colour and jittered in contrast; the
-   ``smooth`` class is a random colour ramp; ``thin`` curves are flat dark or light strokes.
+2. **Classes**: every superpixel gets a class: the largest one is ``smooth`` half of the time,
+   any other one with probability 0.1, the rest are one of the five textures. Zero to three
+   thin curves (1-2 px wide) of the class ``thin`` are drawn on top.
+3. **Appearance**: each texture class is rendered from its own photograph (``TEXTURES``): a
+   random crop, scaled, with jittered contrast, brightness and channel gains; the grey ones
+   (brick, grass, gravel) are tinted with their class's colour (``TINTS``). ``smooth`` regions
+   are colour ramps in random colours; ``thin`` curves are flat near-black or near-white
+   strokes.
 
-So a class is recognised by its texture (which needs context, i.e. the low-resolution decoder
-features) while its exact boundary is only visible at full resolution (the encoder features):
-the situation in which the paper says the upsampler matters. Colour alone does not tell
-the textured classes apart, because tints are random.
+So a class is recognised by its texture and colour over several pixels (which needs context,
+i.e. the low-resolution decoder features) while its exact boundary, and the thin strokes, are
+only visible at full resolution (the encoder features): the situation in which the paper says
+the upsampler matters.
 
 The split is spatial: training samples are cut from the top ``1 - VAL_FRACTION`` of every
 source photograph and validation samples from the bottom part, so no source pixel is shared.
