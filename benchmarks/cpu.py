@@ -3,8 +3,10 @@
 For every case (B, C, d, H x W -> 2H x 2W, K, float32, all threads) it prints, from one run:
 
 - time of the forward and of forward + backward: minimum over ``--repeats`` calls after
-  warm-up, the methods called round-robin (so load from other processes hits all alike), and
-  each as a ratio to bilinear's;
+  warm-up. Each method runs in a fresh process, called round-robin with bilinear on the same
+  tensors (so load from other processes hits both alike), and its ratio is to that bilinear
+  time. Fresh processes, because whether a large output reuses freed heap memory or faults in
+  new pages (a third of bilinear's forward here) depends on what ran before in the process;
 - peak extra memory of one forward + backward, each method in a fresh process
   (``harness.peak_extra_memory``: ``VmHWM`` after resetting it), and its ratio to bilinear's;
 - the ``cpu`` backend's first-call cost: loading its compiled kernels from numba's cache
@@ -21,6 +23,7 @@ need more than ``--reference-limit-gb``.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import subprocess
 import sys
@@ -110,20 +113,77 @@ def first_call_seconds(cold: bool) -> tuple[float, float]:
     return fwd, bwd
 
 
+def compute_only(b, c, d, h, k, repeats=20):
+    """Forward times without output allocation: ``cpu``'s kernel launched on a preallocated
+    output and bilinear with ``out=``. Allocating a fresh 32 MiB output costs as much as a
+    third of bilinear's forward here (page faults), so this ratio is the kernels' alone."""
+    import numpy as np  # noqa: F401  (the kernels' arrays)
+    from sapa.ops import cpu
+
+    gen = torch.Generator().manual_seed(0)
+    q = torch.randn(b, d, 2 * h, 2 * h, generator=gen)
+    kk, v = torch.randn(b, d, h, h, generator=gen), torch.randn(b, c, h, h, generator=gen)
+    out, stat = torch.empty(b, c, 2 * h, 2 * h), torch.empty(b, 2 * h, 2 * h)
+    cpu._ready(torch.float32, "attention_fwd")
+    row_start, rowidx, src, step, colin = cpu.geometry(h, h, 2 * h, 2 * h, k)
+    block, ntasks = cpu._plan(b, h, 2 * h, 2 * h, k)
+    args = (q.numpy(), kk.numpy(), v.numpy(), row_start, rowidx, src, step, k, block, colin,
+            0, False, 1e-6, out.numpy(), stat.numpy())
+    steps = {
+        "bilinear": lambda: torch._C._nn.upsample_bilinear2d(v, (2 * h, 2 * h), False, None,
+                                                             None, out=out),
+        "cpu": lambda: cpu._launch("attention_fwd", ntasks, *args),
+    }
+    return harness.time_interleaved(steps, warmup=2, repeats=repeats)
+
+
 # ---- measuring -------------------------------------------------------------------------------
 
+def time_pair(case, method, repeats):
+    """``{name: {"fwd": s, "fb": s}}`` for ``method`` and bilinear, timed round-robin in this
+    process (forward first, then forward + backward)."""
+    out = {}
+    names = ["bilinear"] if method == "bilinear" else ["bilinear", method]
+    for key, backward in (("fwd", False), ("fb", True)):
+        steps = {m: make_step(m, **case, backward=backward) for m in names}
+        for m, t in harness.time_interleaved(steps, warmup=1, repeats=repeats).items():
+            out.setdefault(m, {})[key] = t.best
+        del steps
+    return out
+
+
+def time_in_fresh_process(case, method, repeats, threads):
+    """:func:`time_pair` in a fresh process: the allocator's state (whether a large output
+    reuses freed heap or faults in fresh pages) then depends on no other method's history."""
+    code = ("import json, sys, torch; sys.path.insert(0, {d!r}); torch.set_num_threads({t}); "
+            "import cpu as bench; print(json.dumps(bench.time_pair({c!r}, {m!r}, {r})))").format(
+        d=os.path.dirname(os.path.abspath(__file__)), t=threads, c=case, m=method, r=repeats)
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise RuntimeError(f"timing {method} on {case} failed:\n{proc.stderr}")
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
 def measure_case(case, methods, repeats, memory, limit_gb):
-    """``{method: {"fwd": s, "fb": s, "mem": bytes}}``; ``None`` values for skipped ones."""
+    """``{method: {"fwd": s, "fb": s, "mem": bytes, "bil": {...}}}`` (``None`` where skipped).
+
+    Each method is timed in its own fresh process next to bilinear (its ratios use that
+    bilinear time); the reference and lean take at most 3 repeats (they are 100x slower).
+    The bilinear row shows the bilinear times of the ``cpu`` process (or the first one).
+    """
     runnable = [m for m in methods if not (
         m == "reference" and reference_bytes(case["b"], case["c"], case["h"], case["k"])
         > limit_gb * 2**30)]
-    res = {m: {"fwd": None, "fb": None, "mem": None} for m in methods}
-    for key, backward in (("fwd", False), ("fb", True)):
-        steps = {m: make_step(m, **case, backward=backward) for m in runnable}
-        times = harness.time_interleaved(steps, warmup=1, repeats=repeats)
-        for m, t in times.items():
-            res[m][key] = t.best
-        del steps
+    res = {m: {"fwd": None, "fb": None, "mem": None, "bil": None} for m in methods}
+    threads = torch.get_num_threads()
+    order = sorted((m for m in runnable if m != "bilinear"), key=lambda m: m != "cpu")
+    for m in order or ["bilinear"]:
+        n = repeats if m in ("cpu", "bilinear") else min(repeats, 3)
+        times = time_in_fresh_process(case, m, n, threads)
+        if m != "bilinear":
+            res[m].update(times[m], bil=times["bilinear"])
+        if "bilinear" in res and res["bilinear"]["fwd"] is None:
+            res["bilinear"].update(times["bilinear"], bil=times["bilinear"])
     if memory:
         target = os.path.abspath(__file__) + ":make_step"
         for m in runnable:
@@ -147,14 +207,15 @@ def _mb(x):
 def table(results, methods) -> str:
     rows = []
     for case, res in results:
-        bil = res.get("bilinear", {})
+        bil_mem = res.get("bilinear", {}).get("mem")
         for m in methods:
             r = res[m]
+            bil = r["bil"] or {}
             rows.append([
                 f"{case['h']}²→{2 * case['h']}²", case["c"], case["k"], m,
                 _ms(r["fwd"]), _ratio(r["fwd"], bil.get("fwd")),
                 _ms(r["fb"]), _ratio(r["fb"], bil.get("fb")),
-                _mb(r["mem"]), _ratio(r["mem"], bil.get("mem")),
+                _mb(r["mem"]), _ratio(r["mem"], bil_mem),
             ])
     headers = ["size", "C", "K", "method", "fwd ms", "fwd / bil", "fwd+bwd ms", "f+b / bil",
                "f+b peak MiB", "mem / bil"]
@@ -202,10 +263,11 @@ def check_goals(results):
     """Lines comparing the headline case with the issue's goals."""
     for case, res in results:
         if all(case[key] == val for key, val in HEADLINE.items()):
-            cpu, bil = res["cpu"], res["bilinear"]
+            cpu = res["cpu"]
+            bil = dict(cpu["bil"] or {}, mem=res.get("bilinear", {}).get("mem"))
             lines = []
             for name, key in (("forward", "fwd"), ("forward+backward", "fb"), ("memory", "mem")):
-                if cpu[key] is None or bil[key] is None:
+                if cpu[key] is None or bil.get(key) is None:
                     continue
                 ratio = cpu[key] / bil[key]
                 verdict = "met" if ratio <= GOALS[name] else "NOT met"
@@ -224,7 +286,7 @@ def parse_args(argv=None):
     p.add_argument("--batch", type=int, default=2)
     p.add_argument("--embed", type=int, default=32, help="d (default 32)")
     p.add_argument("--methods", default=",".join(METHODS))
-    p.add_argument("--repeats", type=int, default=5)
+    p.add_argument("--repeats", type=int, default=10)
     p.add_argument("--threads", type=int, default=None, help="default: all (torch's default)")
     p.add_argument("--no-memory", action="store_true", help="skip the fresh-process memory runs")
     p.add_argument("--no-compile-time", action="store_true",
@@ -247,8 +309,10 @@ def main(argv=None) -> int:
              for h in ints(args.sizes) for c in ints(args.channels) for k in ints(args.kernels)]
 
     print(harness.machine_info())
-    print(f"float32, B={args.batch}, d={args.embed}, H x H -> 2H x 2H; min of {args.repeats} "
-          "after 1 warm-up, methods interleaved; memory: VmHWM of a fresh process per method")
+    print(f"float32, B={args.batch}, d={args.embed}, H x H -> 2H x 2H; time: min of "
+          f"{args.repeats} (reference, lean: 3) after 1 warm-up, each method in a fresh process "
+          "interleaved with bilinear, ratios to that bilinear; memory: VmHWM of a fresh process "
+          "per method")
     from sapa.ops import cpu
 
     reason = cpu.jit_unavailable()
@@ -283,6 +347,14 @@ def main(argv=None) -> int:
               + ", ".join(skipped))
     for line in check_goals(results):
         print(line)
+    if "cpu" in methods and reason is None:
+        case = min((c for c, _ in results), key=lambda c: sum(
+            abs(c[key] - val) for key, val in HEADLINE.items()))
+        t = compute_only(**case)
+        print(f"\nforward without allocating the output ({case['h']}²→{2 * case['h']}², "
+              f"C{case['c']}, K{case['k']}): cpu kernel {t['cpu'].best * 1e3:.1f} ms, "
+              f"bilinear out= {t['bilinear'].best * 1e3:.1f} ms, "
+              f"ratio {t['cpu'].best / t['bilinear'].best:.2f}x")
     if args.plot:
         plot(results, methods, args.plot)
         print(f"\nplot: {args.plot}")

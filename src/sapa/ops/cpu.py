@@ -41,7 +41,8 @@ from .reference import inside_mask
 NAME = "cpu"
 DISABLE_ENV = "SAPA_DISABLE_JIT"
 _EPS = 1e-6  # as sapa.ops._geometry.EPS
-JOBS_PER_THREAD = 4
+JOBS_PER_THREAD = 2
+TASK_BYTES = 512 * 1024
 
 _state = {"kernels": None, "error": None, "warned": False, "compiled": set(), "pools": ({}, 0)}
 
@@ -113,11 +114,19 @@ def geometry(h: int, w: int, ho: int, wo: int, kernel_size: int):
     return row_start, rowidx, src, int(step), colin
 
 
-def _plan(batch: int, h: int) -> tuple[int, int]:
-    """``(block, ntasks)``: low-resolution rows per task (a few tasks per thread, at most 4
-    rows) and the number of tasks."""
+def _plan(batch: int, h: int, ho: int, wo: int, kernel_size: int) -> tuple[int, int]:
+    """``(block, ntasks)``: low-resolution rows per task and the number of tasks.
+
+    Larger blocks gather each low-resolution row fewer times (``(block + K - 1) / block``),
+    so blocks are as large as allows at least two tasks per thread and keeps a task's
+    ``K*K x rows x W'`` kernel buffer within ``TASK_BYTES`` (about a core's L2 cache); then
+    evened out over the rows.
+    """
     threads = max(torch.get_num_threads(), 1)
-    block = int(min(4, max(1, batch * h // (4 * threads))))
+    row_bytes = 4 * kernel_size * kernel_size * -(-ho // h) * wo  # per low-resolution row
+    block = max(1, min(batch * h // (2 * threads), TASK_BYTES // row_bytes, h))
+    nblk = -(-h // block)
+    block = -(-h // nblk)
     return block, batch * -(-h // block)
 
 
@@ -226,7 +235,7 @@ def attention_fwd(q, k, v, kernel_size, normalizer, border):
         return lean.attention_fwd(q, k, v, kernel_size, normalizer, border)
     (b, _, ho, wo), (h, w) = q.shape, k.shape[2:]
     row_start, rowidx, src, step, colin = geometry(h, w, ho, wo, kernel_size)
-    block, ntasks = _plan(b, h)
+    block, ntasks = _plan(b, h, ho, wo, kernel_size)
     out, stat = _empty(cd, b, v.shape[1], ho, wo), _empty(cd, b, ho, wo)
     _launch("attention_fwd", ntasks, _np(q, cd), _np(k, cd), _np(v, cd), row_start, rowidx,
             src, step, kernel_size, block, colin, _code(normalizer), border == "valid", _EPS,
@@ -243,7 +252,7 @@ def attention_bwd(grad_out, q, k, v, out, stat, kernel_size, normalizer, border)
     (b, _, ho, wo), (h, w) = q.shape, k.shape[2:]
     row_start, rowidx, src, step, colin = geometry(h, w, ho, wo, kernel_size)
     geo = (row_start, rowidx, src, step, kernel_size)
-    block, ntasks = _plan(b, h)
+    block, ntasks = _plan(b, h, ho, wo, kernel_size)
     g, qn = _np(grad_out, cd), _np(q, cd)
     kk = kernel_size * kernel_size
     weights, score_grads = _empty(cd, b, kk, ho, wo), _empty(cd, b, kk, ho, wo)
@@ -263,7 +272,7 @@ def similarity_fwd(q, k, kernel_size, border):
         return lean.similarity_fwd(q, k, kernel_size, border)
     (b, _, ho, wo), (h, w) = q.shape, k.shape[2:]
     row_start, rowidx, src, step, colin = geometry(h, w, ho, wo, kernel_size)
-    block, ntasks = _plan(b, h)
+    block, ntasks = _plan(b, h, ho, wo, kernel_size)
     out = _empty(cd, b, kernel_size * kernel_size, ho, wo)
     _launch("similarity", ntasks, _np(q, cd), _np(k, cd), row_start, rowidx, src, step,
             kernel_size, block, colin, border == "valid", out.numpy())
@@ -276,7 +285,7 @@ def similarity_bwd(grad, q, k, kernel_size, border):
         return lean.similarity_bwd(grad, q, k, kernel_size, border)
     (b, _, ho, wo), (h, w) = q.shape, k.shape[2:]
     geo = geometry(h, w, ho, wo, kernel_size)[:4] + (kernel_size,)
-    block, ntasks = _plan(b, h)
+    block, ntasks = _plan(b, h, ho, wo, kernel_size)
     g = grad.detach().to(cd)
     if border == "valid":  # the -inf scores outside the map are constants
         g = g.masked_fill(~inside_mask(h, w, kernel_size, (ho, wo), g.device), 0)
@@ -294,7 +303,7 @@ def assemble_fwd(kernels, v, kernel_size, border):
         return lean.assemble_fwd(kernels, v, kernel_size, border)
     (b, _, ho, wo), (h, w) = kernels.shape, v.shape[2:]
     geo = geometry(h, w, ho, wo, kernel_size)[:4] + (kernel_size,)
-    block, ntasks = _plan(b, h)
+    block, ntasks = _plan(b, h, ho, wo, kernel_size)
     out = _empty(cd, b, v.shape[1], ho, wo)
     _launch("assemble", ntasks, _np(kernels, cd), _np(v, cd), *geo, block, out.numpy())
     return out.to(v.dtype)
@@ -306,7 +315,7 @@ def assemble_bwd(grad, kernels, v, kernel_size, border):
         return lean.assemble_bwd(grad, kernels, v, kernel_size, border)
     (b, _, ho, wo), (h, w) = kernels.shape, v.shape[2:]
     row_start, rowidx, src, step, colin = geometry(h, w, ho, wo, kernel_size)
-    block, ntasks = _plan(b, h)
+    block, ntasks = _plan(b, h, ho, wo, kernel_size)
     g = _np(grad, cd)
     gkern, gv = _empty(cd, *kernels.shape), _empty(cd, *v.shape)
     # dL/dkernels is the similarity of the gradient with v (zero outside: v = 0 there)

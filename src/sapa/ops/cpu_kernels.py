@@ -39,48 +39,58 @@ _JIT = dict(cache=True, fastmath=False, nogil=True)
 
 
 # ---- inner loops -----------------------------------------------------------------------------
+# Arrays are passed flat, with unsigned offsets: unsigned indices skip numba's negative-index
+# wrap-around, and no slice objects are built per call (their set-up costs as much as the
+# eight-element loop over W' = 128 itself). ``o[oo + j] (+)= sum_m x[xm + j] * y[ym + j]``.
 
 @njit(inline="always", **_JIT)
-def _madd4(acc, x0, y0, x1, y1, x2, y2, x3, y3):
-    for j in range(acc.shape[0]):
-        acc[j] += (x0[j] * y0[j] + x1[j] * y1[j]) + (x2[j] * y2[j] + x3[j] * y3[j])
-
-
-@njit(inline="always", **_JIT)
-def _dot5(out, x0, y0, x1, y1, x2, y2, x3, y3, x4, y4):
-    for j in range(out.shape[0]):
-        out[j] = ((x0[j] * y0[j] + x1[j] * y1[j]) + (x2[j] * y2[j] + x3[j] * y3[j])) + x4[j] * y4[j]
+def _madd4(o, oo, x, x0, x1, x2, x3, y, y0, y1, y2, y3, n):
+    for j in range(n):
+        o[oo + j] += ((x[x0 + j] * y[y0 + j] + x[x1 + j] * y[y1 + j])
+                      + (x[x2 + j] * y[y2 + j] + x[x3 + j] * y[y3 + j]))
 
 
 @njit(inline="always", **_JIT)
-def _madd3(acc, x0, y0, x1, y1, x2, y2):
-    for j in range(acc.shape[0]):
-        acc[j] += (x0[j] * y0[j] + x1[j] * y1[j]) + x2[j] * y2[j]
+def _dot5(o, oo, x, x0, x1, x2, x3, x4, y, y0, y1, y2, y3, y4, n):
+    for j in range(n):
+        o[oo + j] = (((x[x0 + j] * y[y0 + j] + x[x1 + j] * y[y1 + j])
+                      + (x[x2 + j] * y[y2 + j] + x[x3 + j] * y[y3 + j]))
+                     + x[x4 + j] * y[y4 + j])
 
 
 @njit(inline="always", **_JIT)
-def _madd2(acc, x0, y0, x1, y1):
-    for j in range(acc.shape[0]):
-        acc[j] += x0[j] * y0[j] + x1[j] * y1[j]
+def _madd3(o, oo, x, x0, x1, x2, y, y0, y1, y2, n):
+    for j in range(n):
+        o[oo + j] += (x[x0 + j] * y[y0 + j] + x[x1 + j] * y[y1 + j]) + x[x2 + j] * y[y2 + j]
 
 
 @njit(inline="always", **_JIT)
-def _madd1(acc, x0, y0):
-    for j in range(acc.shape[0]):
-        acc[j] += x0[j] * y0[j]
+def _madd2(o, oo, x, x0, x1, y, y0, y1, n):
+    for j in range(n):
+        o[oo + j] += x[x0 + j] * y[y0 + j] + x[x1 + j] * y[y1 + j]
+
+
+@njit(inline="always", **_JIT)
+def _madd1(o, oo, x, x0, y, y0, n):
+    for j in range(n):
+        o[oo + j] += x[x0 + j] * y[y0 + j]
+
+
+@njit(inline="always", **_JIT)
+def _u(v):
+    return np.uint64(v)
 
 
 @njit(**_JIT)
-def _window_tables(ksize, step):
-    """Window point ``p`` -> its gathered row ``p // K`` and column offset ``(p % K) * step``
-    (an integer division in the inner loops would cost as much as the arithmetic)."""
+def _window_tables(ksize, step, glen):
+    """Window point ``p`` -> offset of its window column in a flat gathered buffer with rows of
+    ``glen``: ``(p // K) * glen + (p % K) * step`` (unsigned; computed once, since an integer
+    division in the inner loops would cost as much as the arithmetic)."""
     kk = ksize * ksize
-    prow = np.empty(kk, np.int64)
-    pcol = np.empty(kk, np.int64)
+    offs = np.empty(kk, np.uint64)
     for p in range(kk):
-        prow[p] = p // ksize
-        pcol[p] = (p % ksize) * step
-    return prow, pcol
+        offs[p] = (p // ksize) * glen + (p % ksize) * step
+    return offs
 
 
 @njit(**_JIT)
@@ -124,66 +134,71 @@ def _scatter_row(acc_row, src, radius, pad, out_row):
 def _similarity_block(a, x, b, l0, l1, geo, ksize, gbuf, pad, out, ioff):
     """``out[p, i' - ioff, j'] = sum_c a[b, c, i', j'] * x[b, c, l(i') + u, l(j') + w]`` for the
     task's output rows (outside points contribute 0). ``a``: ``B x C x H' x W'``, ``x``:
-    ``B x C x H x W``, ``gbuf``: ``CHUNK x (l1 - l0 + 2r) x len(src)``."""
+    ``B x C x H x W``, ``gbuf``: ``CHUNK x (l1 - l0 + 2r) x len(src)``, ``out``: ``K*K x n x W'``
+    (all C-contiguous)."""
     row_start, rowidx, src, step = geo
     r = ksize // 2
     kk = ksize * ksize
     wo = a.shape[3]
+    glen = gbuf.shape[2]
     i0, i1 = row_start[l0], row_start[l1]
-    prow, pcol = _window_tables(ksize, step)
+    offs = _window_tables(ksize, step, glen)
     out[:, i0 - ioff:i1 - ioff] = 0
+    of, af, gf = out.reshape(-1), a[b].reshape(-1), gbuf.reshape(-1)
+    n, plane, pstride = _u(wo), _u(a.shape[2] * wo), _u(out.shape[1] * wo)
+    gstride = _u(gbuf.shape[1] * glen)  # between the gathered channels
     nc = a.shape[1]
     for c in range(0, nc, CHUNK):
         m = min(CHUNK, nc - c)
         for t in range(m):
             _gather_rows(x[b, c + t], l0 - r, src, r, pad, gbuf[t])
         for i in range(i0, i1):
-            base = rowidx[i] - l0
+            a0 = _u(c) * plane + _u(i) * n
+            g0 = _u((rowidx[i] - l0) * glen)
             for p in range(kk):
-                o = out[p, i - ioff]
-                row, col = base + prow[p], pcol[p]
+                oo = _u(p) * pstride + _u(i - ioff) * n
+                gp = g0 + offs[p]
                 if m == CHUNK:
-                    _madd4(o, a[b, c, i], gbuf[0, row, col:col + wo],
-                           a[b, c + 1, i], gbuf[1, row, col:col + wo],
-                           a[b, c + 2, i], gbuf[2, row, col:col + wo],
-                           a[b, c + 3, i], gbuf[3, row, col:col + wo])
+                    _madd4(of, oo, af, a0, a0 + plane, a0 + _u(2) * plane, a0 + _u(3) * plane,
+                           gf, gp, gp + gstride, gp + _u(2) * gstride, gp + _u(3) * gstride, n)
                 else:
                     for t in range(m):
-                        _madd1(o, a[b, c + t, i], gbuf[t, row, col:col + wo])
+                        _madd1(of, oo, af, a0 + _u(t) * plane, gf, gp + _u(t) * gstride, n)
 
 
 @njit(**_JIT)
 def _assemble_block(kern, ioff, x, b, l0, l1, geo, ksize, gbuf, pad, out):
     """``out[b, c, i', j'] = sum_p kern[p, i' - ioff, j'] * x[b, c, l(i') + u, l(j') + w]``
-    for the task's output rows. ``gbuf``: ``(l1 - l0 + 2r) x len(src)``."""
+    for the task's output rows. ``kern``: ``K*K x n x W'``, ``gbuf``:
+    ``(l1 - l0 + 2r) x len(src)`` (C-contiguous)."""
     row_start, rowidx, src, step = geo
     r = ksize // 2
     kk = ksize * ksize
     wo = out.shape[3]
+    glen = gbuf.shape[1]
     i0, i1 = row_start[l0], row_start[l1]
-    prow, pcol = _window_tables(ksize, step)
+    offs = _window_tables(ksize, step, glen)
+    kf, gf = kern.reshape(-1), gbuf.reshape(-1)
+    n, pstride = _u(wo), _u(kern.shape[1] * wo)
     for c in range(x.shape[1]):
         _gather_rows(x[b, c], l0 - r, src, r, pad, gbuf)
+        of = out[b, c].reshape(-1)
         for i in range(i0, i1):
-            g = gbuf[rowidx[i] - l0:]
-            ik = i - ioff
-            o = out[b, c, i]
+            oo = _u(i) * n
+            k0 = _u(i - ioff) * n
+            g0 = _u((rowidx[i] - l0) * glen)
             if kk == 1:
-                o[:] = 0
-                _madd1(o, kern[0, ik], g[0, :wo])
+                of[oo:oo + n] = 0
+                _madd1(of, oo, kf, k0, gf, g0, n)
                 continue
             # K*K = 1 (mod 4) for odd K: one pass of five products, then passes of four
-            _dot5(o, kern[0, ik], g[prow[0], pcol[0]:pcol[0] + wo],
-                  kern[1, ik], g[prow[1], pcol[1]:pcol[1] + wo],
-                  kern[2, ik], g[prow[2], pcol[2]:pcol[2] + wo],
-                  kern[3, ik], g[prow[3], pcol[3]:pcol[3] + wo],
-                  kern[4, ik], g[prow[4], pcol[4]:pcol[4] + wo])
+            _dot5(of, oo, kf, k0, k0 + pstride, k0 + _u(2) * pstride, k0 + _u(3) * pstride,
+                  k0 + _u(4) * pstride, gf, g0 + offs[0], g0 + offs[1], g0 + offs[2],
+                  g0 + offs[3], g0 + offs[4], n)
             for p in range(5, kk, CHUNK):
-                _madd4(o,
-                       kern[p, ik], g[prow[p], pcol[p]:pcol[p] + wo],
-                       kern[p + 1, ik], g[prow[p + 1], pcol[p + 1]:pcol[p + 1] + wo],
-                       kern[p + 2, ik], g[prow[p + 2], pcol[p + 2]:pcol[p + 2] + wo],
-                       kern[p + 3, ik], g[prow[p + 3], pcol[p + 3]:pcol[p + 3] + wo])
+                kp = k0 + _u(p) * pstride
+                _madd4(of, oo, kf, kp, kp + pstride, kp + _u(2) * pstride, kp + _u(3) * pstride,
+                       gf, g0 + offs[p], g0 + offs[p + 1], g0 + offs[p + 2], g0 + offs[p + 3], n)
 
 
 @njit(**_JIT)
@@ -201,6 +216,7 @@ def _transpose_block(kern, a, b, l0, l1, geo, ksize, ybuf, pad, pairs_i, pairs_u
     r = ksize // 2
     h = out.shape[2]
     wo = a.shape[3]
+    glen = ybuf.shape[1]
     # the (i', u) whose window row u lands on each row of the block
     npairs = np.zeros(l1 - l0, np.int64)
     for row in range(l0, l1):
@@ -211,33 +227,39 @@ def _transpose_block(kern, a, b, l0, l1, geo, ksize, ybuf, pad, pairs_i, pairs_u
                     pairs_i[row - l0, npairs[row - l0]] = i
                     pairs_u[row - l0, npairs[row - l0]] = u
                     npairs[row - l0] += 1
+    kf, yf = kern[b].reshape(-1), ybuf.reshape(-1)
+    n, pstride = _u(wo), _u(kern.shape[2] * wo)
     for c in range(a.shape[1]):
+        af = a[b, c].reshape(-1)
         ybuf[:] = 0
         for row in range(l0, l1):
-            n = npairs[row - l0]
+            npr = npairs[row - l0]
             pi, pu = pairs_i[row - l0], pairs_u[row - l0]
             for w in range(ksize):
-                y = ybuf[row - l0, w * step:w * step + wo]
+                yo = _u((row - l0) * glen + w * step)
                 m = 0
-                while m + CHUNK <= n:
-                    i0, i1, i2, i3 = pi[m], pi[m + 1], pi[m + 2], pi[m + 3]
-                    _madd4(y,
-                           kern[b, pu[m] * ksize + w, i0], a[b, c, i0],
-                           kern[b, pu[m + 1] * ksize + w, i1], a[b, c, i1],
-                           kern[b, pu[m + 2] * ksize + w, i2], a[b, c, i2],
-                           kern[b, pu[m + 3] * ksize + w, i3], a[b, c, i3])
+                while m < npr:
+                    left = min(npr - m, CHUNK)
+                    # kern[b, u * K + w, i'] and a[b, c, i'] of pairs m .. m + left - 1
+                    k0 = _u(pu[m] * ksize + w) * pstride + _u(pi[m]) * n
+                    a0 = _u(pi[m]) * n
+                    if left == 1:
+                        _madd1(yf, yo, kf, k0, af, a0, n)
+                        break
+                    k1 = _u(pu[m + 1] * ksize + w) * pstride + _u(pi[m + 1]) * n
+                    a1 = _u(pi[m + 1]) * n
+                    if left == 2:
+                        _madd2(yf, yo, kf, k0, k1, af, a0, a1, n)
+                        break
+                    k2 = _u(pu[m + 2] * ksize + w) * pstride + _u(pi[m + 2]) * n
+                    a2 = _u(pi[m + 2]) * n
+                    if left == 3:
+                        _madd3(yf, yo, kf, k0, k1, k2, af, a0, a1, a2, n)
+                        break
+                    k3 = _u(pu[m + 3] * ksize + w) * pstride + _u(pi[m + 3]) * n
+                    a3 = _u(pi[m + 3]) * n
+                    _madd4(yf, yo, kf, k0, k1, k2, k3, af, a0, a1, a2, a3, n)
                     m += CHUNK
-                if n - m == 3:
-                    i0, i1, i2 = pi[m], pi[m + 1], pi[m + 2]
-                    _madd3(y, kern[b, pu[m] * ksize + w, i0], a[b, c, i0],
-                           kern[b, pu[m + 1] * ksize + w, i1], a[b, c, i1],
-                           kern[b, pu[m + 2] * ksize + w, i2], a[b, c, i2])
-                elif n - m == 2:
-                    i0, i1 = pi[m], pi[m + 1]
-                    _madd2(y, kern[b, pu[m] * ksize + w, i0], a[b, c, i0],
-                           kern[b, pu[m + 1] * ksize + w, i1], a[b, c, i1])
-                elif n - m == 1:
-                    _madd1(y, kern[b, pu[m] * ksize + w, pi[m]], a[b, c, pi[m]])
             _scatter_row(ybuf[row - l0], src, r, pad, out[b, c, row])
 
 
@@ -264,6 +286,39 @@ def _dh(s, code):
 
 
 @njit(**_JIT)
+def _exp_diff(x, y, out, tmp, bits):
+    """``out[j] = exp(x[j] - y[j])`` (``out`` may be ``x``). ``float64``: ``math.exp``.
+    ``float32``: Cephes' ``expf`` (range reduction by ``ln 2``, a degree-7 polynomial,
+    ``2^k`` built from its bits; within 1 ulp here, like ``math.exp``) in loops that
+    vectorise, since calls to ``math.exp`` do not and took a tenth of the forward. Gives 0
+    below ``-87.3`` (``exp`` is then below the smallest normal float32) and keeps NaN."""
+    n = out.shape[0]
+    if out.itemsize != 4:
+        for j in range(n):
+            out[j] = math.exp(x[j] - y[j])
+        return
+    lo, hi = np.float32(-87.33654), np.float32(88.72283)
+    for j in range(n):
+        tmp[j] = x[j] - y[j]
+    for j in range(n):
+        t = tmp[j]
+        v = min(max(t, lo), hi)
+        k = np.floor(v * np.float32(1.44269504088896341) + np.float32(0.5))
+        r = (v - k * np.float32(0.693359375)) - k * np.float32(-2.12194440e-4)
+        p = np.float32(1.9875691500e-4)
+        p = p * r + np.float32(1.3981999507e-3)
+        p = p * r + np.float32(8.3334519073e-3)
+        p = p * r + np.float32(4.1665795894e-2)
+        p = p * r + np.float32(1.6666665459e-1)
+        p = p * r + np.float32(5.0000001201e-1)
+        out[j] = (p * r * r + r) + np.float32(1.0)
+        bits[j] = (np.int32(k) + np.int32(127)) << np.int32(23) if t >= lo else np.int32(0)
+    scale = bits.view(np.float32)
+    for j in range(n):
+        out[j] = out[j] * scale[j] if tmp[j] == tmp[j] else tmp[j]
+
+
+@njit(**_JIT)
 def _mask_outside(s, i, ik, rowidx, h, colin, fill):
     """Set ``s[p, ik, :]`` of window points outside the map (output row ``i``) to ``fill``."""
     ksize = colin.shape[0]
@@ -284,30 +339,32 @@ def _normalize_rows(s, ioff, i0, i1, rowidx, h, colin, code, valid, eps, stat):
     """Scores ``s[p, i' - ioff, :]`` -> kernels in place for output rows ``[i0, i1)``; writes
     ``stat[i', :]`` (see ``sapa.ops._normalizers``). ``colin[w, j']``: whether window column
     ``w`` of output column ``j'`` lies inside the map."""
-    kk = s.shape[0]
+    kk, wo = s.shape[0], s.shape[2]
+    m, tmp, bits = np.empty(wo, s.dtype), np.empty(wo, s.dtype), np.empty(wo, np.int32)
     for i in range(i0, i1):
         ik = i - ioff
         st = stat[i]
         if code == SOFTMAX:
             if valid:
                 _mask_outside(s, i, ik, rowidx, h, colin, -np.inf)
-            m = s[0, ik].copy()
+            m[:] = s[0, ik]
             for p in range(1, kk):
                 sp = s[p, ik]
-                for j in range(m.shape[0]):
+                for j in range(wo):
                     m[j] = max(m[j], sp[j])
             st[:] = 0
             for p in range(kk):
                 sp = s[p, ik]
-                for j in range(m.shape[0]):
-                    e = math.exp(sp[j] - m[j])
-                    sp[j] = e
-                    st[j] += e
+                _exp_diff(sp, m, sp, tmp, bits)
+                for j in range(wo):
+                    st[j] += sp[j]
+            for j in range(wo):
+                tmp[j] = 1.0 / st[j]
             for p in range(kk):
                 sp = s[p, ik]
-                for j in range(m.shape[0]):
-                    sp[j] /= st[j]
-            for j in range(m.shape[0]):
+                for j in range(wo):
+                    sp[j] *= tmp[j]
+            for j in range(wo):
                 st[j] = m[j] + math.log(st[j])
         elif code == NONE:
             if valid:
@@ -339,6 +396,7 @@ def _weights_and_score_grads(s, gw, ioff, i0, i1, rowidx, h, colin, code, valid,
     kk = s.shape[0]
     wo = s.shape[2]
     delta = np.empty(wo, s.dtype)
+    tmp, bits = np.empty(wo, s.dtype), np.empty(wo, np.int32)
     for i in range(i0, i1):
         ik = i - ioff
         st = stat[i]
@@ -354,8 +412,8 @@ def _weights_and_score_grads(s, gw, ioff, i0, i1, rowidx, h, colin, code, valid,
                 _mask_outside(s, i, ik, rowidx, h, colin, -np.inf)
             for p in range(kk):
                 sp, gp = s[p, ik], gw[p, ik]
+                _exp_diff(sp, st, sp, tmp, bits)
                 for j in range(wo):
-                    sp[j] = math.exp(sp[j] - st[j])
                     delta[j] += sp[j] * gp[j]
             for p in range(kk):
                 sp, gp = s[p, ik], gw[p, ik]
