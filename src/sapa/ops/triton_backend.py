@@ -37,8 +37,8 @@ _PKG = __name__.rpartition(".")[0] + ".triton_kernels"
 # Tiles on the GPU. Query-side kernels: BLOCK_P output points x chunks of up to MAX_BLOCK_D /
 # MAX_BLOCK_C channels per program; gathered kernels: GATHER_LANES lanes (low-resolution points
 # x column pairs) x chunks of up to GATHER_BLOCK channels. Chosen from the register counts on
-# sm_90 (``python benchmarks/gpu.py --resources``: no spills but 16 bytes in attention_fwd with
-# border "valid"); not yet timed on a GPU.
+# sm_90 (``python benchmarks/gpu.py --resources``: no spills but 8 bytes in a few attention_fwd
+# launches; docs/benchmarks.md); not yet timed on a GPU.
 BLOCK_P = 32
 MAX_BLOCK_D = 32
 MAX_BLOCK_C = 64

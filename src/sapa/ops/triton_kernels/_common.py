@@ -50,6 +50,45 @@ def block_points(pid, n, width, BLOCK: tl.constexpr, IDX: tl.constexpr):
 
 
 @triton.jit
+def projective(i, j, H, W, HO, WO):
+    """Low-resolution point ``(floor(i * H / HO), floor(j * W / WO))`` of output point
+    ``(i, j)``: the centre of its window."""
+    return i * H // HO, j * W // WO
+
+
+@triton.jit
+def window_point(li, lj, p, H, W, K: tl.constexpr):
+    """Row, column of window point ``p`` (row-major in the ``K x K`` window) around
+    ``(li, lj)``, and whether it lies inside the ``H x W`` map."""
+    ry = li + (p // K - K // 2)
+    rx = lj + (p % K - K // 2)
+    return ry, rx, (ry >= 0) & (ry < H) & (rx >= 0) & (rx < W)
+
+
+@triton.jit
+def channel_block(pid, N, BLOCK: tl.constexpr, IDX: tl.constexpr):
+    """Channels ``pid * BLOCK ...`` of block ``pid``, and which of them are ``< N``."""
+    offs = (pid * BLOCK + tl.arange(0, BLOCK)).to(IDX)
+    return offs, offs < N
+
+
+@triton.jit
+def load_channels(ptrs, offs, stride, mask, n_mask, ACC: tl.constexpr):
+    """``[lanes, channels]`` tile ``ptrs[lane] + offs[n] * stride`` as ``ACC`` (0 where a lane
+    or a channel is masked)."""
+    return tl.load(ptrs[:, None] + offs[None, :] * stride,
+                   mask=mask[:, None] & n_mask[None, :], other=0.0).to(ACC)
+
+
+@triton.jit
+def store_channels(ptrs, offs, stride, value, mask, n_mask):
+    """Store the ``[lanes, channels]`` tile ``value`` at ``ptrs[lane] + offs[n] * stride`` in
+    the pointers' dtype."""
+    tl.store(ptrs[:, None] + offs[None, :] * stride, value.to(ptrs.dtype.element_ty),
+             mask=mask[:, None] & n_mask[None, :])
+
+
+@triton.jit
 def source_rows(y, u, H, HO, a):
     """The ``a``-th output row whose window holds low-resolution row ``y`` at offset ``u``,
     and whether it exists.
@@ -96,6 +135,17 @@ def reduce_pairs(acc, BLOCK_L: tl.constexpr, NC: tl.constexpr, BLOCK_N: tl.const
 
 
 @triton.jit
+def store_gathered(acc, ptr, s_c, s_h, s_w, pid_l, offs, n_mask, H, W,
+                   BLOCK_L: tl.constexpr, NC: tl.constexpr, BLOCK_N: tl.constexpr,
+                   IDX: tl.constexpr):
+    """Reduce a gathered kernel's ``[BLOCK_L * NC, BLOCK_N]`` lanes per point and store them at
+    the block's low-resolution points (``ptr``: the batch sample's channel 0)."""
+    total = reduce_pairs(acc, BLOCK_L, NC, BLOCK_N)
+    y, x, lmask = block_points(pid_l, H * W, W, BLOCK_L, IDX)
+    store_channels(ptr + y * s_h + x * s_w, offs, s_c, total, lmask, n_mask)
+
+
+@triton.jit
 def channel_dot(a_ptrs, a_sc, a_mask, b_ptrs, b_sc, b_mask, N,
                 BLOCK_N: tl.constexpr, ACC: tl.constexpr, IDX: tl.constexpr):
     """``sum_n a[lane, n] * b[lane, n]`` over ``N`` channels, in chunks of ``BLOCK_N``.
@@ -107,11 +157,9 @@ def channel_dot(a_ptrs, a_sc, a_mask, b_ptrs, b_sc, b_mask, N,
     for n0 in range(0, N, BLOCK_N):
         offs_n = (n0 + tl.arange(0, BLOCK_N)).to(IDX)
         n_mask = offs_n < N
-        a = tl.load(a_ptrs[:, None] + offs_n[None, :] * a_sc,
-                    mask=a_mask[:, None] & n_mask[None, :], other=0.0)
-        b = tl.load(b_ptrs[:, None] + offs_n[None, :] * b_sc,
-                    mask=b_mask[:, None] & n_mask[None, :], other=0.0)
-        acc += tl.reduce(a.to(ACC) * b.to(ACC), 1, tl.standard._sum_combine)
+        a = load_channels(a_ptrs, offs_n, a_sc, a_mask, n_mask, ACC)
+        b = load_channels(b_ptrs, offs_n, b_sc, b_mask, n_mask, ACC)
+        acc += tl.reduce(a * b, 1, tl.standard._sum_combine)
     return acc
 
 

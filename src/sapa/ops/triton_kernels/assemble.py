@@ -11,7 +11,8 @@ Shapes: ``kernels`` (``a``) ``B x K*K x HO x WO``, ``v`` ``B x C x H x W``, ``ou
 import triton
 import triton.language as tl
 
-from ._common import block_points, channel_dot, gather_tile, reduce_pairs, source_rows
+from ._common import (block_points, channel_block, channel_dot, gather_tile, load_channels,
+                      projective, source_rows, store_channels, store_gathered, window_point)
 
 
 @triton.jit
@@ -27,24 +28,17 @@ def assemble_fwd(
     pid_c = tl.program_id(1)
     pid_b = tl.program_id(2).to(tl.int64)
     i, j, pmask = block_points(tl.program_id(0), HO * WO, WO, BLOCK_P, IDX)
-    li = i * H // HO
-    lj = j * W // WO
-    offs_c = (pid_c * BLOCK_C + tl.arange(0, BLOCK_C)).to(IDX)
-    cmask = offs_c < C
+    li, lj = projective(i, j, H, W, HO, WO)
+    offs_c, cmask = channel_block(pid_c, C, BLOCK_C, IDX)
     a_ptrs = a_ptr + pid_b * sa_b + i * sa_h + j * sa_w
     v_ptr += pid_b * sv_b
     acc = tl.full([BLOCK_P, BLOCK_C], 0.0, ACC)
     for p in range(K * K):
-        ry = li + (p // K - K // 2)
-        rx = lj + (p % K - K // 2)
-        ok = pmask & (ry >= 0) & (ry < H) & (rx >= 0) & (rx < W)
+        ry, rx, inside = window_point(li, lj, p, H, W, K)
         a = tl.load(a_ptrs + p * sa_c, mask=pmask, other=0.0).to(ACC)
-        vp = tl.load((v_ptr + ry * sv_h + rx * sv_w)[:, None] + offs_c[None, :] * sv_c,
-                     mask=ok[:, None] & cmask[None, :], other=0.0).to(ACC)
-        acc += a[:, None] * vp
-    o_ptrs = out_ptr + pid_b * so_b + i * so_h + j * so_w
-    tl.store(o_ptrs[:, None] + offs_c[None, :] * so_c, acc.to(out_ptr.dtype.element_ty),
-             mask=pmask[:, None] & cmask[None, :])
+        acc += a[:, None] * load_channels(v_ptr + ry * sv_h + rx * sv_w, offs_c, sv_c,
+                                          pmask & inside, cmask, ACC)
+    store_channels(out_ptr + pid_b * so_b + i * so_h + j * so_w, offs_c, so_c, acc, pmask, cmask)
 
 
 @triton.jit
@@ -59,16 +53,13 @@ def assemble_bwd_kernels(
 ):
     pid_b = tl.program_id(1).to(tl.int64)
     i, j, pmask = block_points(tl.program_id(0), HO * WO, WO, BLOCK_P, IDX)
-    li = i * H // HO
-    lj = j * W // WO
+    li, lj = projective(i, j, H, W, HO, WO)
     g_ptrs = g_ptr + pid_b * sg_b + i * sg_h + j * sg_w
     ga_ptrs = ga_ptr + pid_b * sga_b + i * sga_h + j * sga_w
     v_ptr += pid_b * sv_b
     for p in range(K * K):
-        ry = li + (p // K - K // 2)
-        rx = lj + (p % K - K // 2)
-        ok = pmask & (ry >= 0) & (ry < H) & (rx >= 0) & (rx < W)
-        ga = channel_dot(g_ptrs, sg_c, pmask, v_ptr + ry * sv_h + rx * sv_w, sv_c, ok,
+        ry, rx, inside = window_point(li, lj, p, H, W, K)
+        ga = channel_dot(g_ptrs, sg_c, pmask, v_ptr + ry * sv_h + rx * sv_w, sv_c, pmask & inside,
                          C, BLOCK_C, ACC, IDX)
         tl.store(ga_ptrs + p * sga_c, ga.to(ga_ptr.dtype.element_ty), mask=pmask)
 
@@ -90,8 +81,7 @@ def assemble_bwd_v(
     pid_c = tl.program_id(1)
     pid_b = tl.program_id(2).to(tl.int64)
     y, _, jo, w, lanes = gather_tile(pid_l, H, W, WO, RW, K, BLOCK_L, NC, IDX)
-    offs_c = (pid_c * BLOCK_C + tl.arange(0, BLOCK_C)).to(IDX)
-    cmask = offs_c < C
+    offs_c, cmask = channel_block(pid_c, C, BLOCK_C, IDX)
     a_ptr += pid_b * sa_b
     g_ptr += pid_b * sg_b
     acc = tl.full([BLOCK_L * NC, BLOCK_C], 0.0, ACC)
@@ -101,11 +91,7 @@ def assemble_bwd_v(
         ok = lanes & row_ok
         p = (u + K // 2) * K + (w + K // 2)
         a = tl.load(a_ptr + io * sa_h + jo * sa_w + p * sa_c, mask=ok, other=0.0).to(ACC)
-        g = tl.load((g_ptr + io * sg_h + jo * sg_w)[:, None] + offs_c[None, :] * sg_c,
-                    mask=ok[:, None] & cmask[None, :], other=0.0).to(ACC)
-        acc += a[:, None] * g
-    gv = reduce_pairs(acc, BLOCK_L, NC, BLOCK_C)
-    yl, xl, lmask = block_points(pid_l, H * W, W, BLOCK_L, IDX)
-    gv_ptrs = gv_ptr + pid_b * sgv_b + yl * sgv_h + xl * sgv_w
-    tl.store(gv_ptrs[:, None] + offs_c[None, :] * sgv_c, gv.to(gv_ptr.dtype.element_ty),
-             mask=lmask[:, None] & cmask[None, :])
+        acc += a[:, None] * load_channels(g_ptr + io * sg_h + jo * sg_w, offs_c, sg_c, ok,
+                                          cmask, ACC)
+    store_gathered(acc, gv_ptr + pid_b * sgv_b, sgv_c, sgv_h, sgv_w, pid_l, offs_c, cmask, H, W,
+                   BLOCK_L, NC, BLOCK_C, IDX)

@@ -17,8 +17,9 @@ Shapes: ``q`` ``B x D x HO x WO``, ``k`` ``B x D x H x W``, ``v`` ``B x C x H x 
 import triton
 import triton.language as tl
 
-from ._common import (NEG_BIG, NONE, SOFTMAX, block_points, channel_dot, gather_tile, h_of,
-                      kernel_weight, reduce_pairs, score_grad, source_rows)
+from ._common import (NEG_BIG, NONE, SOFTMAX, block_points, channel_block, channel_dot,
+                      gather_tile, h_of, kernel_weight, load_channels, projective, score_grad,
+                      source_rows, store_channels, store_gathered, window_point)
 
 
 @triton.jit
@@ -36,10 +37,8 @@ def attention_fwd(
     pid_c = tl.program_id(1)
     pid_b = tl.program_id(2).to(tl.int64)
     i, j, pmask = block_points(tl.program_id(0), HO * WO, WO, BLOCK_P, IDX)
-    li = i * H // HO
-    lj = j * W // WO
-    offs_c = (pid_c * BLOCK_C + tl.arange(0, BLOCK_C)).to(IDX)
-    cmask = offs_c < C
+    li, lj = projective(i, j, H, W, HO, WO)
+    offs_c, cmask = channel_block(pid_c, C, BLOCK_C, IDX)
     q_ptrs = q_ptr + pid_b * sq_b + i * sq_h + j * sq_w
     k_ptr += pid_b * sk_b
     v_ptr += pid_b * sv_b
@@ -48,14 +47,11 @@ def attention_fwd(
     l = tl.full([BLOCK_P], 0.0, ACC)  # running sum of h, or of exp(s - m)
     acc = tl.full([BLOCK_P, BLOCK_C], 0.0, ACC)
     for p in range(K * K):
-        ry = li + (p // K - K // 2)
-        rx = lj + (p % K - K // 2)
-        inside = (ry >= 0) & (ry < H) & (rx >= 0) & (rx < W)
+        ry, rx, inside = window_point(li, lj, p, H, W, K)
         # outside points read k = v = 0: score 0 ("zeros" counts it, "valid" does not)
         s = channel_dot(q_ptrs, sq_c, pmask, k_ptr + ry * sk_h + rx * sk_w, sk_c, inside,
                         D, BLOCK_D, ACC, IDX)
-        vp = tl.load(v_ptr + (ry * sv_h + rx * sv_w)[:, None] + offs_c[None, :] * sv_c,
-                     mask=inside[:, None] & cmask[None, :], other=0.0).to(ACC)
+        vp = load_channels(v_ptr + ry * sv_h + rx * sv_w, offs_c, sv_c, inside, cmask, ACC)
         if NORM == SOFTMAX:
             if VALID:
                 s = tl.where(inside, s, NEG_BIG)
@@ -88,9 +84,7 @@ def attention_fwd(
         stat = l + EPS
         out = acc / stat[:, None]
 
-    o_ptrs = out_ptr + pid_b * so_b + i * so_h + j * so_w
-    tl.store(o_ptrs[:, None] + offs_c[None, :] * so_c, out.to(out_ptr.dtype.element_ty),
-             mask=pmask[:, None] & cmask[None, :])
+    store_channels(out_ptr + pid_b * so_b + i * so_h + j * so_w, offs_c, so_c, out, pmask, cmask)
     if pid_c == 0:  # stat (contiguous B x HO x WO) is the same in every C block
         tl.store(stat_ptr + pid_b * HO * WO + i * WO + j, stat.to(stat_ptr.dtype.element_ty),
                  mask=pmask)
@@ -132,10 +126,8 @@ def attention_bwd_q(
     pid_d = tl.program_id(1)
     pid_b = tl.program_id(2).to(tl.int64)
     i, j, pmask = block_points(tl.program_id(0), HO * WO, WO, BLOCK_P, IDX)
-    li = i * H // HO
-    lj = j * W // WO
-    offs_d = (pid_d * BLOCK_D + tl.arange(0, BLOCK_D)).to(IDX)
-    dmask = offs_d < D
+    li, lj = projective(i, j, H, W, HO, WO)
+    offs_d, dmask = channel_block(pid_d, D, BLOCK_D, IDX)
 
     pt = pid_b * HO * WO + i * WO + j
     stat = tl.load(stat_ptr + pt, mask=pmask, other=1.0).to(ACC)
@@ -147,22 +139,17 @@ def attention_bwd_q(
 
     gq = tl.full([BLOCK_P, BLOCK_D], 0.0, ACC)
     for p in range(K * K):
-        ry = li + (p // K - K // 2)
-        rx = lj + (p % K - K // 2)
-        inside = (ry >= 0) & (ry < H) & (rx >= 0) & (rx < W)
+        ry, rx, inside = window_point(li, lj, p, H, W, K)
         k_ptrs = k_ptr + ry * sk_h + rx * sk_w
         s = channel_dot(q_ptrs, sq_c, pmask, k_ptrs, sk_c, inside, D, BLOCK_D, ACC, IDX)
         w = kernel_weight(s, stat, NORM)
         gw = channel_dot(g_ptrs, sg_c, pmask, v_ptr + ry * sv_h + rx * sv_w, sv_c, inside,
                          C, BLOCK_C, ACC, IDX)
         gs = score_grad(s, w, gw, delta, stat, NORM)
-        kd = tl.load(k_ptrs[:, None] + offs_d[None, :] * sk_c,
-                     mask=inside[:, None] & dmask[None, :], other=0.0).to(ACC)
-        gq += gs[:, None] * kd
+        gq += gs[:, None] * load_channels(k_ptrs, offs_d, sk_c, inside, dmask, ACC)
 
-    gq_ptrs = gq_ptr + pid_b * sgq_b + i * sgq_h + j * sgq_w
-    tl.store(gq_ptrs[:, None] + offs_d[None, :] * sgq_c, gq.to(gq_ptr.dtype.element_ty),
-             mask=pmask[:, None] & dmask[None, :])
+    store_channels(gq_ptr + pid_b * sgq_b + i * sgq_h + j * sgq_w, offs_d, sgq_c, gq, pmask,
+                   dmask)
 
 
 @triton.jit
@@ -186,8 +173,7 @@ def attention_bwd_k(
     pid_d = tl.program_id(1)
     pid_b = tl.program_id(2).to(tl.int64)
     y, x, jo, _, lanes = gather_tile(pid_l, H, W, WO, RW, K, BLOCK_L, NC, IDX)
-    offs_d = (pid_d * BLOCK_D + tl.arange(0, BLOCK_D)).to(IDX)
-    dmask = offs_d < D
+    offs_d, dmask = channel_block(pid_d, D, BLOCK_D, IDX)
     k_ptrs = k_ptr + pid_b * sk_b + y * sk_h + x * sk_w
     v_ptrs = v_ptr + pid_b * sv_b + y * sv_h + x * sv_w
     q_ptr += pid_b * sq_b
@@ -207,15 +193,10 @@ def attention_bwd_k(
         gw = channel_dot(g_ptr + io * sg_h + jo * sg_w, sg_c, ok, v_ptrs, sv_c, ok,
                          C, BLOCK_C, ACC, IDX)
         gs = score_grad(s, w, gw, delta, stat, NORM)  # finite on masked lanes; q reads 0 there
-        qd = tl.load(q_ptrs[:, None] + offs_d[None, :] * sq_c,
-                     mask=ok[:, None] & dmask[None, :], other=0.0).to(ACC)
-        acc += gs[:, None] * qd
+        acc += gs[:, None] * load_channels(q_ptrs, offs_d, sq_c, ok, dmask, ACC)
 
-    gk = reduce_pairs(acc, BLOCK_L, NC, BLOCK_D)
-    yl, xl, lmask = block_points(pid_l, H * W, W, BLOCK_L, IDX)
-    gk_ptrs = gk_ptr + pid_b * sgk_b + yl * sgk_h + xl * sgk_w
-    tl.store(gk_ptrs[:, None] + offs_d[None, :] * sgk_c, gk.to(gk_ptr.dtype.element_ty),
-             mask=lmask[:, None] & dmask[None, :])
+    store_gathered(acc, gk_ptr + pid_b * sgk_b, sgk_c, sgk_h, sgk_w, pid_l, offs_d, dmask, H, W,
+                   BLOCK_L, NC, BLOCK_D, IDX)
 
 
 @triton.jit
@@ -236,8 +217,7 @@ def attention_bwd_v(
     pid_c = tl.program_id(1)
     pid_b = tl.program_id(2).to(tl.int64)
     y, x, jo, _, lanes = gather_tile(pid_l, H, W, WO, RW, K, BLOCK_L, NC, IDX)
-    offs_c = (pid_c * BLOCK_C + tl.arange(0, BLOCK_C)).to(IDX)
-    cmask = offs_c < C
+    offs_c, cmask = channel_block(pid_c, C, BLOCK_C, IDX)
     k_ptrs = k_ptr + pid_b * sk_b + y * sk_h + x * sk_w
     q_ptr += pid_b * sq_b
     g_ptr += pid_b * sg_b
@@ -251,12 +231,8 @@ def attention_bwd_v(
         s = channel_dot(q_ptr + io * sq_h + jo * sq_w, sq_c, ok, k_ptrs, sk_c, ok,
                         D, BLOCK_D, ACC, IDX)
         w = kernel_weight(s, stat, NORM)  # finite on masked lanes; grad reads 0 there
-        g = tl.load((g_ptr + io * sg_h + jo * sg_w)[:, None] + offs_c[None, :] * sg_c,
-                    mask=ok[:, None] & cmask[None, :], other=0.0).to(ACC)
-        acc += w[:, None] * g
+        acc += w[:, None] * load_channels(g_ptr + io * sg_h + jo * sg_w, offs_c, sg_c, ok,
+                                          cmask, ACC)
 
-    gv = reduce_pairs(acc, BLOCK_L, NC, BLOCK_C)
-    yl, xl, lmask = block_points(pid_l, H * W, W, BLOCK_L, IDX)
-    gv_ptrs = gv_ptr + pid_b * sgv_b + yl * sgv_h + xl * sgv_w
-    tl.store(gv_ptrs[:, None] + offs_c[None, :] * sgv_c, gv.to(gv_ptr.dtype.element_ty),
-             mask=lmask[:, None] & cmask[None, :])
+    store_gathered(acc, gv_ptr + pid_b * sgv_b, sgv_c, sgv_h, sgv_w, pid_l, offs_c, cmask, H, W,
+                   BLOCK_L, NC, BLOCK_C, IDX)

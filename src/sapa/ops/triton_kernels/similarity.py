@@ -14,7 +14,8 @@ Entries of ``ds`` at window points outside the map are never read, under either 
 import triton
 import triton.language as tl
 
-from ._common import block_points, channel_dot, gather_tile, reduce_pairs, source_rows
+from ._common import (block_points, channel_block, channel_dot, gather_tile, load_channels,
+                      projective, source_rows, store_channels, store_gathered, window_point)
 
 
 @triton.jit
@@ -29,15 +30,12 @@ def similarity_fwd(
 ):
     pid_b = tl.program_id(1).to(tl.int64)
     i, j, pmask = block_points(tl.program_id(0), HO * WO, WO, BLOCK_P, IDX)
-    li = i * H // HO
-    lj = j * W // WO
+    li, lj = projective(i, j, H, W, HO, WO)
     q_ptrs = q_ptr + pid_b * sq_b + i * sq_h + j * sq_w
     s_ptrs = s_ptr + pid_b * ss_b + i * ss_h + j * ss_w
     k_ptr += pid_b * sk_b
     for p in range(K * K):
-        ry = li + (p // K - K // 2)
-        rx = lj + (p % K - K // 2)
-        inside = (ry >= 0) & (ry < H) & (rx >= 0) & (rx < W)
+        ry, rx, inside = window_point(li, lj, p, H, W, K)
         s = channel_dot(q_ptrs, sq_c, pmask, k_ptr + ry * sk_h + rx * sk_w, sk_c, inside,
                         D, BLOCK_D, ACC, IDX)
         if VALID:
@@ -58,24 +56,19 @@ def similarity_bwd_q(
     pid_d = tl.program_id(1)
     pid_b = tl.program_id(2).to(tl.int64)
     i, j, pmask = block_points(tl.program_id(0), HO * WO, WO, BLOCK_P, IDX)
-    li = i * H // HO
-    lj = j * W // WO
-    offs_d = (pid_d * BLOCK_D + tl.arange(0, BLOCK_D)).to(IDX)
-    dmask = offs_d < D
+    li, lj = projective(i, j, H, W, HO, WO)
+    offs_d, dmask = channel_block(pid_d, D, BLOCK_D, IDX)
     g_ptrs = g_ptr + pid_b * sg_b + i * sg_h + j * sg_w
     k_ptr += pid_b * sk_b
     gq = tl.full([BLOCK_P, BLOCK_D], 0.0, ACC)
     for p in range(K * K):
-        ry = li + (p // K - K // 2)
-        rx = lj + (p % K - K // 2)
-        ok = pmask & (ry >= 0) & (ry < H) & (rx >= 0) & (rx < W)
+        ry, rx, inside = window_point(li, lj, p, H, W, K)
+        ok = pmask & inside
         ds = tl.load(g_ptrs + p * sg_c, mask=ok, other=0.0).to(ACC)
-        kd = tl.load((k_ptr + ry * sk_h + rx * sk_w)[:, None] + offs_d[None, :] * sk_c,
-                     mask=ok[:, None] & dmask[None, :], other=0.0).to(ACC)
-        gq += ds[:, None] * kd
-    gq_ptrs = gq_ptr + pid_b * sgq_b + i * sgq_h + j * sgq_w
-    tl.store(gq_ptrs[:, None] + offs_d[None, :] * sgq_c, gq.to(gq_ptr.dtype.element_ty),
-             mask=pmask[:, None] & dmask[None, :])
+        gq += ds[:, None] * load_channels(k_ptr + ry * sk_h + rx * sk_w, offs_d, sk_c, ok,
+                                          dmask, ACC)
+    store_channels(gq_ptr + pid_b * sgq_b + i * sgq_h + j * sgq_w, offs_d, sgq_c, gq, pmask,
+                   dmask)
 
 
 @triton.jit
@@ -95,8 +88,7 @@ def similarity_bwd_k(
     pid_d = tl.program_id(1)
     pid_b = tl.program_id(2).to(tl.int64)
     y, _, jo, w, lanes = gather_tile(pid_l, H, W, WO, RW, K, BLOCK_L, NC, IDX)
-    offs_d = (pid_d * BLOCK_D + tl.arange(0, BLOCK_D)).to(IDX)
-    dmask = offs_d < D
+    offs_d, dmask = channel_block(pid_d, D, BLOCK_D, IDX)
     q_ptr += pid_b * sq_b
     g_ptr += pid_b * sg_b
     acc = tl.full([BLOCK_L * NC, BLOCK_D], 0.0, ACC)
@@ -106,11 +98,7 @@ def similarity_bwd_k(
         ok = lanes & row_ok
         p = (u + K // 2) * K + (w + K // 2)
         ds = tl.load(g_ptr + io * sg_h + jo * sg_w + p * sg_c, mask=ok, other=0.0).to(ACC)
-        qd = tl.load((q_ptr + io * sq_h + jo * sq_w)[:, None] + offs_d[None, :] * sq_c,
-                     mask=ok[:, None] & dmask[None, :], other=0.0).to(ACC)
-        acc += ds[:, None] * qd
-    gk = reduce_pairs(acc, BLOCK_L, NC, BLOCK_D)
-    yl, xl, lmask = block_points(pid_l, H * W, W, BLOCK_L, IDX)
-    gk_ptrs = gk_ptr + pid_b * sgk_b + yl * sgk_h + xl * sgk_w
-    tl.store(gk_ptrs[:, None] + offs_d[None, :] * sgk_c, gk.to(gk_ptr.dtype.element_ty),
-             mask=lmask[:, None] & dmask[None, :])
+        acc += ds[:, None] * load_channels(q_ptr + io * sq_h + jo * sq_w, offs_d, sq_c, ok,
+                                           dmask, ACC)
+    store_gathered(acc, gk_ptr + pid_b * sgk_b, sgk_c, sgk_h, sgk_w, pid_l, offs_d, dmask, H, W,
+                   BLOCK_L, NC, BLOCK_D, IDX)
