@@ -13,9 +13,9 @@ For every case (B, C, d, H x W -> 2H x 2W, K, float32, all threads) it prints, f
   (measured here) and compiling them from scratch (a fresh process with an empty
   ``NUMBA_CACHE_DIR``); neither is in the steady-state times.
 
-Then a plot (``--plot``) of time against the number of output points and against ``K*K``
-(how the cost grows). The reference is skipped where its ``K*K x C x H' x W'`` windows would
-need more than ``--reference-limit-gb``.
+With ``--plot``, a sweep of ``cpu`` and bilinear over the number of output points and over
+``K*K`` (how the cost grows), printed and plotted. The reference is skipped where its
+``K*K x C x H' x W'`` windows would need more than ``--reference-limit-gb``.
 
     python benchmarks/cpu.py                       # the full grid (about 20 minutes)
     python benchmarks/cpu.py --sizes 64 --channels 256 --kernels 5     # the headline case
@@ -222,39 +222,53 @@ def table(results, methods) -> str:
     return harness.markdown_table(headers, rows)
 
 
-def plot(results, methods, path):
+def scaling_sweep(b, c, d, repeats, threads, sizes, kernels, h_k=64, k_n=5):
+    """Times of ``cpu`` and bilinear (forward and forward + backward) over the number of output
+    points (``H`` in ``sizes``, ``K = k_n``) and over ``K*K`` (``H = h_k``), for the plot; each
+    point in a fresh process (:func:`time_in_fresh_process`), as in the table."""
+    rows = []
+    grids = (("points", [(h, k_n) for h in sizes]), ("window", [(h_k, k) for k in kernels]))
+    for axis, grid in grids:
+        for h, k in grid:
+            times = time_in_fresh_process(dict(b=b, c=c, d=d, h=h, k=k), "cpu", repeats, threads)
+            rows.append(dict(axis=axis, h=h, k=k, points=b * 4 * h * h,
+                             **{f"{m} {key}": t for m in times for key, t in times[m].items()}))
+    return rows
+
+
+def plot(rows, path, b, c):
+    """Left: time against output points (log-log; a slope-1 line is linear growth). Right:
+    ``cpu`` time against ``K*K`` with a least-squares line."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    import numpy as np
 
     fig, (ax_n, ax_k) = plt.subplots(1, 2, figsize=(11, 4.2))
-    c_plot = max(case["c"] for case, _ in results)
-    k_mid = sorted({case["k"] for case, _ in results})[len({case["k"] for case, _ in results}) // 2]
-    styles = {"bilinear": "k", "reference": "tab:red", "lean": "tab:orange", "cpu": "tab:blue"}
-    for m in methods:
-        for key, ls in (("fwd", "--"), ("fb", "-")):
-            pts = sorted((4 * case["h"] ** 2 * case["b"], res[m][key]) for case, res in results
-                         if case["c"] == c_plot and case["k"] == k_mid and res[m][key])
-            if pts:
-                ax_n.plot(*zip(*pts), ls, marker="o", color=styles.get(m),
-                          label=f"{m} {'fwd' if key == 'fwd' else 'fwd+bwd'}")
-    ax_n.set(xscale="log", yscale="log", xlabel="output points B·H'·W'", ylabel="time (s)",
-             title=f"time vs output points (C={c_plot}, K={k_mid})")
+    pts = [r for r in rows if r["axis"] == "points"]
+    k_n = pts[0]["k"]
+    x = np.array([r["points"] for r in pts], dtype=float)
+    for name, color in (("cpu", "tab:blue"), ("bilinear", "k")):
+        for key, ls, label in (("fb", "-", "fwd+bwd"), ("fwd", "--", "fwd")):
+            y = np.array([r[f"{name} {key}"] for r in pts])
+            ax_n.plot(x, y * 1e3, ls, marker="o", color=color, label=f"{name} {label}")
+    y0 = pts[-1]["cpu fb"] * 1e3
+    ax_n.plot(x, y0 * x / x[-1], ":", color="gray", label="linear (slope 1)")
+    ax_n.set(xscale="log", yscale="log", xlabel="output points B·H'·W'", ylabel="time (ms)",
+             title=f"cost vs output points (B={b}, C={c}, K={k_n}, 2x)")
     ax_n.legend(fontsize=7)
-    h_mid = sorted({case["h"] for case, _ in results})[len({case["h"] for case, _ in results}) // 2]
-    for m in methods:
-        if m == "bilinear":
-            continue
-        for key, ls in (("fwd", "--"), ("fb", "-")):
-            pts = sorted((case["k"] ** 2, res[m][key]) for case, res in results
-                         if case["c"] == c_plot and case["h"] == h_mid and res[m][key])
-            if pts:
-                ax_k.plot(*zip(*pts), ls, marker="o", color=styles.get(m),
-                          label=f"{m} {'fwd' if key == 'fwd' else 'fwd+bwd'}")
-    ax_k.set(xlabel="K²", ylabel="time (s)", ylim=(0, None),
-             title=f"time vs window size ({h_mid}²→{2 * h_mid}², C={c_plot})")
-    ax_k.legend(fontsize=7)
+    win = [r for r in rows if r["axis"] == "window"]
+    kk = np.array([r["k"] ** 2 for r in win], dtype=float)
+    for key, ls, label in (("fb", "-", "fwd+bwd"), ("fwd", "--", "fwd")):
+        y = np.array([r[f"cpu {key}"] for r in win]) * 1e3
+        slope, icpt = np.polyfit(kk, y, 1)
+        ax_k.plot(kk, y, "o", color="tab:blue")
+        ax_k.plot(kk, slope * kk + icpt, ls, color="tab:blue",
+                  label=f"cpu {label}: {icpt:.1f} + {slope:.2f}·K² ms")
+    ax_k.set(xlabel="K²", ylabel="time (ms)", ylim=(0, None),
+             title=f"cpu cost vs window size ({win[0]['h']}²→{2 * win[0]['h']}², C={c})")
+    ax_k.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
 
@@ -293,6 +307,11 @@ def parse_args(argv=None):
                    help="skip the cold-cache compile measurement")
     p.add_argument("--reference-limit-gb", type=float, default=1.0)
     p.add_argument("--plot", default=None, help="save the scaling plot here (PNG)")
+    p.add_argument("--scaling-sizes", default="16,24,32,48,64,96,128",
+                   help="H of the sweep over output points (K = 5); default 16,...,128")
+    p.add_argument("--scaling-kernels", default="1,3,5,7,9",
+                   help="K of the sweep over the window (H = 64, or the largest of "
+                        "--scaling-sizes if smaller); default 1,3,5,7,9")
     return p.parse_args(argv)
 
 
@@ -355,8 +374,18 @@ def main(argv=None) -> int:
               f"C{case['c']}, K{case['k']}): cpu kernel {t['cpu'].best * 1e3:.1f} ms, "
               f"bilinear out= {t['bilinear'].best * 1e3:.1f} ms, "
               f"ratio {t['cpu'].best / t['bilinear'].best:.2f}x")
-    if args.plot:
-        plot(results, methods, args.plot)
+    if args.plot and reason is None:
+        rows = scaling_sweep(args.batch, max(ints(args.channels)), args.embed, args.repeats,
+                             torch.get_num_threads(), sizes=ints(args.scaling_sizes),
+                             kernels=ints(args.scaling_kernels),
+                             h_k=min(64, max(ints(args.scaling_sizes))))
+        print("\nscaling (cpu and bilinear, each point in a fresh process; ms):")
+        keys = ["bilinear fwd", "cpu fwd", "bilinear fb", "cpu fb"]
+        print(harness.markdown_table(
+            ["H→2H", "K", "output points", *keys],
+            [[f"{r['h']}→{2 * r['h']}", r["k"], r["points"], *(_ms(r[k]) for k in keys)]
+             for r in rows]))
+        plot(rows, args.plot, args.batch, max(ints(args.channels)))
         print(f"\nplot: {args.plot}")
     return 0
 
