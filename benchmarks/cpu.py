@@ -387,6 +387,8 @@ def main(argv=None) -> int:
              for r in rows]))
         plot(rows, args.plot, args.batch, max(ints(args.channels)))
         print(f"\nplot: {args.plot}")
+    elif args.plot:
+        print(f"\nno scaling sweep or plot: the cpu backend is unavailable ({reason})")
     return 0
 
 
