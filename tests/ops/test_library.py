@@ -9,7 +9,7 @@ included, and export with ``torch.export``.
 
 The compile tests use the ``aot_eager`` backend (dynamo with fullgraph, fake tensors and the
 registered autograd: everything but inductor's code generation, which takes ~10 s per graph on
-these machines); one inductor compile runs in the default suite, the others with ``-m slow``.
+these machines); two inductor compiles run in the default suite, the others with ``-m slow``.
 """
 from __future__ import annotations
 
@@ -153,9 +153,9 @@ def test_compile_functional_fullgraph(backend):
         torch.testing.assert_close(a, b)
 
 
-def _inductor(backend):
+def _inductor(backend, variant="B"):
     torch._dynamo.reset()
-    module = SAPA(8, variant="B", kernel_size=K, embed_dim=4, backend=backend)
+    module = SAPA(8, variant=variant, kernel_size=K, embed_dim=4, backend=backend)
     g = torch.Generator().manual_seed(2)
     x, guide = torch.randn(1, 8, 3, 4, generator=g), torch.randn(1, 8, 7, 9, generator=g)
     require(backend, x, guide)
@@ -167,10 +167,25 @@ def test_compile_module_inductor_triton():
     _inductor("triton")
 
 
+def test_compile_module_inductor_index_regression():
+    """torch 2.13's CPU inductor miscompiled the backward of ``index_select`` in SAPA-G's graph
+    (its nearest upsampling; the reference's windows): wrong gradients, then heap corruption.
+    Both index with advanced indexing now; this compiles that graph with the default compiler
+    and compares forward and gradients with eager. The miscompiled kernel failed only when run
+    with more than one thread."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        _inductor("reference", variant="G")
+    finally:
+        torch.set_num_threads(threads)
+
+
 @pytest.mark.slow
+@pytest.mark.parametrize("variant", ["B", "G"])
 @pytest.mark.parametrize("backend", [b for b in ALL_BACKENDS if b != "triton"])
-def test_slow_compile_module_inductor(backend):
-    _inductor(backend)
+def test_slow_compile_module_inductor(backend, variant):
+    _inductor(backend, variant)
 
 
 # ---- torch.export ------------------------------------------------------------------------------

@@ -30,6 +30,7 @@ def nearest_upsample(x: torch.Tensor, size) -> torch.Tensor:
     disagree with ``floor(i' * H / H')`` for sizes that are not multiples; this never does.
     """
     h, w = x.shape[-2:]
-    rows = projective_index(size[0], h, x.device)
-    cols = projective_index(size[1], w, x.device)
-    return x.index_select(-2, rows).index_select(-1, cols)
+    # Advanced indexing, not index_select: torch 2.13's CPU inductor miscompiles the backward of
+    # index_select in these graphs (wrong gradients, heap corruption); docs/operator.md.
+    return x[..., projective_index(size[0], h, x.device)[:, None],
+             projective_index(size[1], w, x.device)]

@@ -26,7 +26,7 @@ def _windows(x: torch.Tensor, kernel_size: int, out_size) -> torch.Tensor:
     cols = F.unfold(x, kernel_size, padding=r).view(b, c, kernel_size * kernel_size, h, w)
     rows_idx = projective_index(out_size[0], h, x.device)
     cols_idx = projective_index(out_size[1], w, x.device)
-    return cols.index_select(3, rows_idx).index_select(4, cols_idx)
+    return cols[..., rows_idx[:, None], cols_idx]  # not index_select: see nearest_upsample
 
 
 def inside_mask(h: int, w: int, kernel_size: int, out_size, device) -> torch.Tensor:
