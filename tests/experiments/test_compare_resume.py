@@ -120,3 +120,13 @@ def test_resume_refuses_another_task(tmp_path, capsys, one_thread):
     finally:
         unregister_task("fake")
     assert "task: 'segmentation' there, 'fake' now" in capsys.readouterr().err
+
+    # a comparison written before --task existed has no task in its configuration: segmentation
+    with open(os.path.join(out, "results.json")) as f:
+        data = json.load(f)
+    del data["config"]["task"]
+    with open(os.path.join(out, "results.json"), "w") as f:
+        json.dump(data, f)
+    argv = [*TINY, "--iters", "1", "--upsamplers", "bilinear", "--out", out, "--resume"]
+    assert compare.main(_args(*argv)) == 0
+    assert "0 run(s) to do, 1 finished" in capsys.readouterr().out

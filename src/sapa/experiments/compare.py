@@ -226,7 +226,7 @@ def _prepare_out(settings) -> tuple[str | None, list]:
         return None, []
     if data is None:
         return None, []
-    old = data.get("config", {})
+    old = {"task": DEFAULT_TASK, **data.get("config", {})}  # before --task, every run was this
     diff = [k for k in sorted(set(old) | set(config)) if k not in NOT_RESULT_KEYS
             and old.get(k) != config.get(k)]
     if diff:

@@ -145,12 +145,13 @@ class Task:
         ``results.json`` and compared on ``--resume``), from ``args`` and the harness's
         resolved ``settings``: ``quick`` (bool), ``data`` (the ``--data`` string, ``None`` when
         not given: the task's embedded default), ``data_seed``, ``image_size``, ``num_train``,
-        ``num_val`` (presets or explicit options). The returned dict must hold ``data`` (what
-        the run reads, e.g. ``"synthetic"`` or an absolute path); returned keys that are also
-        harness settings (``image_size``, ``num_train``, ``num_val``) replace the harness's
-        value (e.g. a larger default size for real data, ``None`` for all its samples). Every
-        check that can fail on user input raises ``UsageError`` naming the option, before any
-        work."""
+        ``num_val`` (presets or explicit options). Returned keys that are also harness
+        settings (``data``, ``image_size``, ``num_train``, ``num_val``) replace the harness's
+        value: ``data`` should say what the run reads in a form that does not depend on the
+        working directory (e.g. ``"synthetic"`` or an absolute path); a real data set may take
+        a larger default size, or ``None`` for all its samples. The keys ``task`` and those of
+        the training settings (``iters``, ``lr``, ...) are the harness's. Every check that can
+        fail on user input raises ``UsageError`` naming the option, before any work."""
         return {}
 
     # ---- data --------------------------------------------------------------------------------
