@@ -130,7 +130,7 @@ def _preset_text(task: Task, key: str) -> str:
 def parse_args(argv: list[str], prog: str = "sapa compare") -> argparse.Namespace:
     """Parse ``sapa compare`` arguments: ``--task`` first, then the harness's options together
     with that task's own (so ``--task T --help`` shows ``T``'s)."""
-    pre = argparse.ArgumentParser(add_help=False)
+    pre = argparse.ArgumentParser(prog=prog, add_help=False)
     pre.add_argument("--task", default=DEFAULT_TASK)
     known, _ = pre.parse_known_args(argv)
     parser = argparse.ArgumentParser(prog=prog, description=DESCRIPTION)

@@ -68,9 +68,9 @@ class Meter(Protocol):
     batch itself (device-resident, as ``Task.to_device`` left it); ``sync`` once, after the last
     batch, on every process (sums may be all-reduced; per-image values and detections must be
     gathered, because a sum of per-process medians or APs is wrong); ``compute`` once, after
-    ``sync``, on every process: a flat dict of floats (the primary metric among them) plus,
-    optionally, non-float extras (per-class lists) that are stored in the row but not
-    tabulated. ``compute`` raises ``ValueError`` when there was nothing to evaluate (never
+    ``sync``, on every process: a flat dict of floats (the primary metric among them; ints
+    are stored as floats) plus, optionally, JSON-serialisable non-float extras (per-class
+    lists) that are stored in the row but not tabulated. ``compute`` raises ``ValueError`` when there was nothing to evaluate (never
     returns NaN for that).
 
     Under DDP process ``r`` of ``W`` sees the validation samples ``r, r + W, r + 2W, ...`` (in
@@ -118,7 +118,7 @@ class Task:
         presets: generic settings of the harness, ``key -> (default, quick)``; keys (all
             required, see ``PRESET_KEYS``): ``seeds`` (a list of ints), ``iters``,
             ``batch_size`` (global), ``eval_batch_size`` (per process), ``image_size``,
-            ``num_train``, ``num_val`` (``None`` allowed: the task decides), ``eval_every``,
+            ``num_train``, ``num_val`` (each may be ``None``: the task decides), ``eval_every``,
             ``ckpt_every``, ``lr``, ``weight_decay`` (AdamW). An explicit command-line option
             overrides its preset.
     """
