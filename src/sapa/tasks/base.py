@@ -70,8 +70,8 @@ class Meter(Protocol):
     gathered, because a sum of per-process medians or APs is wrong); ``compute`` once, after
     ``sync``, on every process: a flat dict of floats (the primary metric among them; ints
     are stored as floats) plus, optionally, JSON-serialisable non-float extras (per-class
-    lists) that are stored in the row but not tabulated. ``compute`` raises ``ValueError`` when there was nothing to evaluate (never
-    returns NaN for that).
+    lists) that are stored in the row but not tabulated. ``compute`` raises ``ValueError``
+    when there was nothing to evaluate (never returns NaN for that).
 
     Under DDP process ``r`` of ``W`` sees the validation samples ``r, r + W, r + 2W, ...`` (in
     batches of ``eval_batch_size``, made by ``Task.collate``). For the result not to depend on
