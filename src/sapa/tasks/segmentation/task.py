@@ -155,7 +155,12 @@ class SegmentationTask(Task):
 
     def loss(self, model: nn.Module, batch) -> torch.Tensor:
         x, y = batch
-        return F.cross_entropy(model(x), y, ignore_index=IGNORE_INDEX)
+        logits = model(x)
+        if not bool((y != IGNORE_INDEX).any()):
+            # cross_entropy's mean over no pixel is 0/0 = NaN; a batch of random crops that
+            # are all ignored (possible on ADE20K's "other") has nothing to learn from: 0
+            return logits.sum() * 0.0
+        return F.cross_entropy(logits, y, ignore_index=IGNORE_INDEX)
 
     def predict(self, model: nn.Module, batch) -> torch.Tensor:
         return model(batch[0]).argmax(1)
