@@ -71,7 +71,8 @@ class Meter(Protocol):
     ``sync``, on every process: a flat dict of floats (the primary metric among them; ints
     are stored as floats) plus, optionally, JSON-serialisable non-float extras (per-class
     lists) that are stored in the row but not tabulated. ``compute`` raises ``ValueError``
-    when there was nothing to evaluate (never returns NaN for that).
+    when there was nothing to evaluate (never returns NaN for that); the harness reports it,
+    and a column whose value is NaN or infinite, as a user error (the data), in one line.
 
     Under DDP process ``r`` of ``W`` sees the validation samples ``r, r + W, r + 2W, ...`` (in
     batches of ``eval_batch_size``, made by ``Task.collate``). For the result not to depend on
