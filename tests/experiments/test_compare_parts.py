@@ -168,8 +168,9 @@ def test_presets_and_explicit_arguments():
     assert s["upsamplers"] == ["bilinear", "sapa-b"] and s["seeds"] == [0]
     assert s["train"].iters == 7 and s["config"]["num_train"] == 256
     d = compare.resolve(_args())
-    assert d["upsamplers"] == ["bilinear", "carafe", "sapa-b", "sapa-g"]
-    assert d["seeds"] == [0, 1, 2] and d["config"]["widths"] == [16, 32, 64, 128]
+    assert d["upsamplers"] == ["bilinear", "sapa-b", "sapa-g"] and d["baseline"] == "bilinear"
+    assert d["seeds"] == [0, 1, 2, 3, 4] and d["config"]["widths"] == [16, 32, 64, 128]
+    assert d["train"].iters == 500
     assert d["config"]["lr"] == 2e-3 and d["config"]["eval_batch_size"] == 16
     assert d["config"]["data"] == "synthetic" and d["config"]["image_size"] == 64
 
@@ -200,6 +201,7 @@ def test_folder_data_defaults(tmp_path):
     ({"iters": 0}, "--iters"),
     ({"lr": -1}, "--lr"),
     ({"threads": 0}, "--threads"),
+    ({"baseline": "carafe"}, "--baseline 'carafe' is not one of --upsamplers"),
     ({"channels": 0}, "--channels"),
 ])
 def test_bad_arguments_fail_before_any_work(kw, match, tmp_path, capsys):

@@ -112,3 +112,13 @@ def test_the_repository_docs_are_generated_from_committed_results(capsys):
     assert readme_tables.main(["--check", *docs]) == 0, capsys.readouterr().err
     blocks = sum(open(p).read().count("<!-- sapa-results: ") for p in docs)
     assert blocks >= 1  # the segmentation results, at least
+
+
+def test_examples_in_fenced_code_are_left_alone(tmp_path, tiny_results, fake):
+    readme = _doc(tmp_path, tiny_results)
+    example = ("```markdown\n<!-- sapa-results: nowhere/results.json -->\n"
+               "| upsampler | seeds | x |\n<!-- /sapa-results -->\n```\n")
+    readme.write_text(readme.read_text() + example)
+    assert readme_tables.main([str(readme)]) == 0
+    assert readme.read_text().endswith(example)
+    assert readme_tables.main(["--check", str(readme)]) == 0

@@ -3,7 +3,7 @@
 Examples::
 
     sapa compare --quick --out runs/quick                 # the whole pipeline in ~1-2 minutes
-    sapa compare --out runs/compare                       # bilinear, carafe, sapa-b, sapa-g x 3 seeds
+    sapa compare --out runs/compare                       # bilinear, sapa-b, sapa-g x 5 seeds
     sapa compare --out runs/compare --resume              # continue an interrupted comparison
     sapa compare --task depth --quick --out runs/depth    # another task (--task T --help: its options)
     sapa compare --upsamplers bilinear sapa-b:kernel_size=7 --out runs/k7
@@ -11,9 +11,14 @@ Examples::
 
 The task (``--task``, a ``sapa.tasks.base.Task``) supplies data, model, loss, inference,
 metrics, table columns and figures; this module and ``trainer`` supply everything else.
-Writes into ``--out``: ``results.json`` (``{"config", "environment", "command", "rows"}``, one
-row per finished run), ``results.md`` (mean ± std over seeds), ``curves.png``, the task's
-figures and ``runs/<upsampler>-seed<k>/checkpoint.pt``.
+Writes into ``--out``: ``results.json`` (``{"config", "environment", "command", "wall_s",
+"rows", "summary"}``, one row per finished run; ``summary``: ``sapa.experiments.stats``),
+``results.md`` (mean ± std over seeds, and the differences to ``--baseline`` with their 95%
+intervals), ``curves.png``, the task's figures and ``runs/<upsampler>-seed<k>/checkpoint.pt``;
+``.sapa-compare.lock`` while it runs (``sapa.experiments.files``).
+
+User mistakes end with one line and exit status 2 (``sapa.errors.UsageError``), Ctrl-C with
+the command that resumes and exit status 130; anything else is a bug and keeps its traceback.
 """
 from __future__ import annotations
 
@@ -55,7 +60,7 @@ EXIT_USAGE, EXIT_INTERRUPTED = 2, 130
 
 EXAMPLES = """examples:
   sapa compare --quick --out runs/quick       # bilinear vs sapa-b, 1 seed: a minute or two
-  sapa compare --out runs/compare             # bilinear, carafe, sapa-b, sapa-g x 3 seeds
+  sapa compare --out runs/compare             # bilinear, sapa-b, sapa-g x 5 seeds
   sapa compare --out runs/compare --resume    # continue an interrupted comparison
   sapa compare --upsamplers bilinear sapa-b sapa-b:kernel_size=7 --out runs/k7
   sapa compare --data /data/VOCdevkit --image-size 256 --iters 20000 --out runs/voc
@@ -124,7 +129,9 @@ def add_arguments(p: argparse.ArgumentParser, task: Task | None = None) -> None:
                    help="(default: cuda when available)")
     g.add_argument("--threads", type=int,
                    help="CPU threads per process (default: torch's choice; torchrun sets 1 "
-                        "when it starts several processes)")
+                        "when it starts several processes). The numbers depend on it (torch's "
+                        "CPU kernels split their sums by thread): every row records it, and "
+                        "the same seed and --threads reproduce a row bit for bit")
     g.add_argument("--no-figures", action="store_true", help="skip the PNG figures")
     doc = " ".join((type(task).__doc__ or "").strip().split("\n\n")[0].split())
     task.add_arguments(p.add_argument_group(f"--task {task.name}", textwrap.fill(doc, 76)))
@@ -254,7 +261,7 @@ def _checkpoint_path(out: str, upsampler: str, seed: int) -> str:
     return os.path.join(run_dir(out, upsampler, seed), "checkpoint.pt")
 
 
-def _unfinished_checkpoints(out: str) -> list[str]:
+def _run_checkpoints(out: str) -> list[str]:
     return sorted(glob.glob(os.path.join(glob.escape(out), "runs", "*", "checkpoint.pt")))
 
 
@@ -271,7 +278,7 @@ def _prepare_out(settings) -> tuple[list, float]:
     path = os.path.join(out, RESULTS_JSON)
     data = load_results(path)
     rows = data["rows"] if data else []
-    ckpts = _unfinished_checkpoints(out)
+    ckpts = _run_checkpoints(out)
     if not settings["resume"]:
         if rows:
             raise UsageError(f"--out {out} holds an earlier comparison ({len(rows)} finished "
@@ -357,7 +364,7 @@ class _Session:
     def close(self, failed: bool, rows: list) -> None:
         """Release the lock; after a failure with no finished row and no checkpoint, remove
         what this command wrote (``results.json``, ``results.md``, empty folders)."""
-        if failed and self.owns and not rows and not _unfinished_checkpoints(self.out):
+        if failed and self.owns and not rows and not _run_checkpoints(self.out):
             for name in (RESULTS_JSON, RESULTS_MD):
                 with contextlib.suppress(FileNotFoundError):
                     os.unlink(os.path.join(self.out, name))
@@ -485,7 +492,7 @@ def _interrupted(settings) -> int:
     except UsageError:
         data = None
     rows = len(data["rows"]) if data else 0
-    if rows or _unfinished_checkpoints(out):
+    if rows or _run_checkpoints(out):
         cmd = _command()
         if "--resume" not in shlex.split(cmd):
             cmd += " --resume"
@@ -524,5 +531,7 @@ def main(args: argparse.Namespace) -> int:
         print(f"sapa compare: done in {time.perf_counter() - tic:.0f} s; "
               f"{os.path.join(settings['out'], RESULTS_MD)}", flush=True)
         with open(os.path.join(settings["out"], RESULTS_MD)) as f:
-            print(f.read().split("\n\n")[1])
+            text = f.read()
+        print(text.split("\n\n")[1])  # the table of means
+        print("\n".join(line for line in text.split("\n") if line.startswith("- ")))
     return 0

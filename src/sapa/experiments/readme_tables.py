@@ -50,6 +50,8 @@ def provenance(data: dict) -> str:
     parts = [f"`{data.get('command', '?')}`", f"seeds {' '.join(map(str, seeds))}",
              f"{'/'.join(map(str, threads))} thread(s) per process", f"device {'/'.join(devices)}",
              f"{machine} ({env.get('cpu_count', '?')} cores)", f"torch {env.get('torch', '?')}"]
+    if env.get("sapa_revision"):
+        parts.append(f"sapa {env['sapa_revision'][:12]}")
     if data.get("wall_s") is not None:
         parts.append(f"{data['wall_s'] / 60:.1f} min wall clock")
     return "Made by " + ", ".join(parts) + "."
@@ -79,11 +81,28 @@ def render(data: dict, show: tuple[str, ...] = PARTS, source: str = "results.jso
     return "\n\n".join(out)
 
 
+def _fenced(lines: list[str]) -> set[int]:
+    """Indices of the lines inside fenced code blocks (examples, not content)."""
+    inside, fence = set(), None
+    for n, line in enumerate(lines):
+        mark = line.strip()[:3]
+        if fence is None and mark in ("```", "~~~"):
+            fence = mark
+            inside.add(n)
+        elif fence is not None:
+            inside.add(n)
+            if mark == fence:
+                fence = None
+    return inside
+
+
 def _blocks(lines: list[str], path: str):
-    """``(begin, end, results_path, show)`` line indices of every block of a Markdown file."""
+    """``(begin, end, results_path, show)`` line indices of every block of a Markdown file
+    (outside fenced code)."""
+    fenced = _fenced(lines)
     i = 0
     while i < len(lines):
-        m = BEGIN.match(lines[i].strip())
+        m = None if i in fenced else BEGIN.match(lines[i].strip())
         if m:
             try:
                 j = next(k for k in range(i + 1, len(lines)) if lines[k].strip() == END)
@@ -121,9 +140,10 @@ def regenerate(path: str) -> tuple[str, str, list[str]]:
         inside.update(range(begin, end + 1))
         last = end + 1
     new_lines += lines[last:]
+    skip = inside | _fenced(lines)
     problems = [f"{path}, line {n + 1}: a results table outside a sapa-results block (numbers "
                 "copied by hand?)" for n, line in enumerate(lines)
-                if n not in inside and RESULTS_TABLE_HEADER.match(line)]
+                if n not in skip and RESULTS_TABLE_HEADER.match(line)]
     return old, "\n".join(new_lines), problems
 
 

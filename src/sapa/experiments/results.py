@@ -125,8 +125,29 @@ def library_versions() -> dict:
     return out
 
 
+def source_revision() -> str | None:
+    """The git commit of the ``sapa`` source that runs (``+dirty`` with uncommitted changes to
+    tracked files), or ``None`` outside a git checkout: ``sapa``'s version number alone does
+    not pin its code."""
+    import subprocess
+
+    here = os.path.dirname(os.path.abspath(__file__))
+    try:
+        rev = subprocess.run(["git", "rev-parse", "HEAD"], cwd=here, capture_output=True,
+                             text=True, timeout=10)
+        if rev.returncode:
+            return None
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", "."],
+                               cwd=os.path.dirname(here), capture_output=True, text=True,
+                               timeout=10)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return rev.stdout.strip() + ("+dirty" if dirty.stdout.strip() else "")
+
+
 def environment() -> dict:
-    """Machine, thread count and library versions, recorded next to every result."""
+    """Machine, thread count, library versions and the source revision, recorded next to
+    every result."""
     return {
         "python": platform.python_version(),
         "torch": torch.__version__,
@@ -136,6 +157,7 @@ def environment() -> dict:
         "torch_threads": torch.get_num_threads(),
         "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
         "libraries": library_versions(),
+        "sapa_revision": source_revision(),
     }
 
 
@@ -268,5 +290,7 @@ def results_markdown(data: dict, columns, order: list[str] | None = None, note: 
                   ""]
     parts += ["Configuration: " + ", ".join(f"{k}={v}" for k, v in cfg.items() if v is not None),
               "",
-              "Environment: " + ", ".join(f"{k}={v}" for k, v in env.items()), ""]
+              "Environment: " + ", ".join(
+                  f"{k}={' '.join(f'{n} {v}' for n, v in val.items() if v)}"
+                  if isinstance(val, dict) else f"{k}={val}" for k, val in env.items()), ""]
     return "\n".join(parts)
