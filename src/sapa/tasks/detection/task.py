@@ -1,0 +1,187 @@
+"""``sapa compare --task detection``: Faster R-CNN (ResNet-FPN) with the FPN's upsampling
+swapped, COCO box AP (the paper's Table 3)."""
+from __future__ import annotations
+
+import argparse
+import os
+
+import torch
+import torch.nn as nn
+
+from ..base import Column, Task
+from . import coco, synthetic
+from .evaluation import CocoMeter
+
+# The detector sized for a CPU (the default) or torchvision's own settings.
+DETECTORS = {
+    "small": {"representation_size": 256,
+              "rpn_pre_nms_top_n_train": 600, "rpn_post_nms_top_n_train": 300,
+              "rpn_pre_nms_top_n_test": 300, "rpn_post_nms_top_n_test": 150,
+              "rpn_batch_size_per_image": 128, "box_batch_size_per_image": 64},
+    "torchvision": {"representation_size": 1024},  # FasterRCNN's defaults for the rest
+}
+DEFAULTS = {"backbone": "resnet18", "fpn_channels": 64, "detector": "small"}
+FIGURE_IMAGES = 4
+SCORE_THRESHOLD = 0.5
+
+
+class DetectionTask(Task):
+    """Object detection on COCO-format data (the generated set, or ``--data`` in the COCO 2017
+    layout) with torchvision's Faster R-CNN; see ``docs/detection.md``."""
+
+    name = "detection"
+    primary = "ap"
+    lower_is_better = False
+    columns = (
+        Column("ap", "AP", 100.0, 1),
+        Column("ap50", "AP50", 100.0, 1),
+        Column("ap75", "AP75", 100.0, 1),
+        Column("aps", "AP_S", 100.0, 1),
+        Column("apm", "AP_M", 100.0, 1),
+        Column("apl", "AP_L", 100.0, 1),
+    )
+    default_upsamplers = ("nearest", "carafe", "sapa-b", "sapa-g")
+    quick_upsamplers = ("nearest", "sapa-b")
+    presets = {
+        #                    default   --quick
+        "seeds": ([0, 1, 2], [0]),
+        "iters": (300, 60),
+        "batch_size": (4, 4),
+        "eval_batch_size": (8, 8),
+        "image_size": (160, 160),
+        "num_train": (1024, 256),
+        "num_val": (128, 48),
+        "eval_every": (100, 60),
+        "ckpt_every": (50, 30),
+        "lr": (1e-3, 1e-3),
+        "weight_decay": (1e-4, 1e-4),
+    }
+
+    # ---- command line and configuration ------------------------------------------------------
+
+    def add_arguments(self, group: argparse._ArgumentGroup) -> None:
+        from ...models.faster_rcnn import BACKBONES
+
+        group.add_argument("--backbone", choices=BACKBONES, default=None,
+                           help=f"detection: the ResNet of the Faster R-CNN backbone (default: "
+                                f"{DEFAULTS['backbone']}; the paper's is resnet50)")
+        group.add_argument("--backbone-weights", metavar="FILE", default=None,
+                           help="detection: a local torchvision ResNet state dict to start the "
+                                "backbone from (default: random weights); its BatchNorms are "
+                                "then frozen and its first stage is not trained, as torchvision "
+                                "does")
+        group.add_argument("--fpn-channels", type=int, default=None,
+                           help=f"detection: FPN width (default: {DEFAULTS['fpn_channels']}; "
+                                "torchvision and the paper: 256)")
+        group.add_argument("--detector", choices=tuple(DETECTORS), default=None,
+                           help="detection: 'small' (default) samples fewer proposals, anchors "
+                                "and RoIs and has a 256-wide box head, to train on a CPU; "
+                                "'torchvision' keeps torchvision's Faster R-CNN settings")
+
+    def resolve(self, args: argparse.Namespace, settings: dict) -> dict:
+        def opt(key):
+            val = getattr(args, key, None)
+            return DEFAULTS[key] if val is None else val
+
+        from ...models.faster_rcnn import BACKBONES
+
+        backbone, fpn, detector = opt("backbone"), opt("fpn_channels"), opt("detector")
+        if backbone not in BACKBONES:
+            raise ValueError(f"--backbone must be one of {list(BACKBONES)}, got {backbone!r}")
+        if isinstance(fpn, bool) or not isinstance(fpn, int) or fpn < 1:
+            raise ValueError(f"--fpn-channels must be a positive int, got {fpn!r}")
+        if detector not in DETECTORS:
+            raise ValueError(f"--detector must be one of {list(DETECTORS)}, got {detector!r}")
+        weights = getattr(args, "backbone_weights", None)
+        if weights is not None:
+            if not os.path.isfile(weights):
+                raise ValueError(f"--backbone-weights: no such file {weights}")
+            weights = os.path.abspath(weights)
+        size = settings.get("image_size")
+        if isinstance(size, bool) or not isinstance(size, int) or size < 64:
+            raise ValueError(f"--image-size must be an int >= 64 for detection, got {size!r}")
+        data = settings.get("data") or "synthetic"
+        if data != "synthetic":
+            for split in ("train", "val"):
+                ann = coco.annotation_file(data, split)
+                if not os.path.isfile(ann):
+                    raise ValueError(f"--data {data}: the COCO 2017 layout needs {ann}")
+            data = os.path.abspath(data)
+        for key in ("num_train", "num_val"):
+            n = settings.get(key)
+            if n is not None and (isinstance(n, bool) or not isinstance(n, int) or n < 1):
+                raise ValueError(f"--{key.replace('_', '-')} must be a positive int, got {n!r}")
+        seed = settings.get("data_seed", 0)
+        return {"data": data, "image_size": size, "num_train": settings.get("num_train"),
+                "num_val": settings.get("num_val"), "data_seed": seed, "backbone": backbone,
+                "backbone_weights": weights, "fpn_channels": fpn, "detector": detector}
+
+    # ---- data --------------------------------------------------------------------------------
+
+    def build_datasets(self, config: dict):
+        if config["data"] == "synthetic":
+            sets = []
+            for split, key in (("train", "num_train"), ("val", "num_val")):
+                n = config[key] or self.presets[key][0]
+                ann, pixels = synthetic.generate(split, n, config["image_size"], config["data_seed"])
+                source = f"generated {split} set ({n} images, {config['image_size']} px, seed {config['data_seed']})"
+                sets.append(coco.in_memory(ann, pixels, source, split))
+            return sets[0], sets[1]
+        return (coco.coco_folder(config["data"], "train", config["num_train"]),
+                coco.coco_folder(config["data"], "val", config["num_val"]))
+
+    def collate(self):
+        return coco.collate
+
+    # ---- model, loss, inference ----------------------------------------------------------------
+
+    def build_model(self, config: dict, upsampler: str, train_set) -> nn.Module:
+        from ...models.faster_rcnn import build_faster_rcnn
+
+        return build_faster_rcnn(train_set.num_classes, upsampler, backbone=config["backbone"],
+                                 fpn_channels=config["fpn_channels"], image_size=config["image_size"],
+                                 backbone_weights=config["backbone_weights"],
+                                 **DETECTORS[config["detector"]])
+
+    def loss(self, model: nn.Module, batch) -> torch.Tensor:
+        images, targets = batch
+        losses = model(images, targets)
+        return sum(losses.values())
+
+    def predict(self, model: nn.Module, batch):
+        images, _ = batch
+        return [{k: v.detach().cpu() for k, v in out.items()} for out in model(images)]
+
+    def make_meter(self, config: dict, val_set) -> CocoMeter:
+        return CocoMeter(val_set.index.gt, val_set.index.label_to_category)
+
+    def example_input(self, config: dict, device: torch.device):
+        size = config["image_size"]
+        return [torch.zeros(3, size, size, device=device)]
+
+    # ---- figures -------------------------------------------------------------------------------
+
+    def draw_figures(self, out_dir: str, models: dict, curves: dict, val_set,
+                     device: torch.device) -> list[str]:
+        from ... import viz
+
+        paths = []
+        if models:
+            idx = list(range(min(FIGURE_IMAGES, len(val_set))))
+            images, targets, preds = [], [], {name: [] for name in models}
+            for i in idx:
+                image, target = val_set[i]
+                images.append(val_set.raw_image(i))
+                targets.append(target)
+                for name, model in models.items():
+                    model.eval()
+                    with torch.no_grad():
+                        preds[name].append(self.predict(model, ([image.to(device)], [target]))[0])
+            fig = viz.plot_detections(images, targets, preds, val_set.class_names,
+                                      score_threshold=SCORE_THRESHOLD,
+                                      title="validation images: ground truth and detections")
+            paths.append(viz.save_figure(fig, os.path.join(out_dir, "detections.png")))
+        if curves:
+            fig = viz.plot_training_curves(curves, metric=self.primary, metric_label="validation AP (%)")
+            paths.append(viz.save_figure(fig, os.path.join(out_dir, "curves.png")))
+        return paths
