@@ -26,6 +26,8 @@ import os
 import torch
 import torch.nn as nn
 
+from ..errors import UsageError
+
 BACKBONES = ("resnet18", "resnet34", "resnet50", "resnet101")
 # torchvision's defaults at COCO's scale (min_size 800)
 COCO_MIN_SIZE, COCO_MAX_SIZE = 800, 1333
@@ -50,15 +52,15 @@ def anchor_sizes(image_size: int) -> tuple[tuple[float, ...], ...]:
 
 def _load_backbone_weights(resnet: nn.Module, path: str) -> None:
     if not os.path.isfile(path):
-        raise ValueError(f"--backbone-weights: no such file {path}")
+        raise UsageError(f"--backbone-weights: no such file {path}")
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:
-        raise ValueError(f"--backbone-weights: cannot read {path} as a torch state dict ({exc})") from exc
+        raise UsageError(f"--backbone-weights: cannot read {path} as a torch state dict ({exc})") from exc
     if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
         state = state["state_dict"]
     if not isinstance(state, dict):
-        raise ValueError(f"--backbone-weights: {path} holds a {type(state).__name__}, not a state dict")
+        raise UsageError(f"--backbone-weights: {path} holds a {type(state).__name__}, not a state dict")
     own = resnet.state_dict()
     optional = ("num_batches_tracked",)
     missing = [k for k in own if k not in state and not k.endswith(optional)]
@@ -67,7 +69,7 @@ def _load_backbone_weights(resnet: nn.Module, path: str) -> None:
     if missing or unexpected or wrong:
         problems = [f"{what} {keys[:3]}{'...' if len(keys) > 3 else ''}" for what, keys in
                     (("missing", missing), ("unexpected", unexpected), ("wrong shape", wrong)) if keys]
-        raise ValueError(f"--backbone-weights: {path} does not fit this torchvision ResNet: "
+        raise UsageError(f"--backbone-weights: {path} does not fit this torchvision ResNet: "
                          + "; ".join(problems))
     resnet.load_state_dict({k: v for k, v in state.items() if k in own}, strict=False)
 

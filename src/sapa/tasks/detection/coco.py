@@ -6,8 +6,8 @@ its pixels in memory) and real data in the COCO 2017 layout (``train2017/``, ``v
 once, before any training, and turns it into per-image targets:
 
 - structural problems (missing keys, duplicate ids, an annotation of an unknown image or an
-  unknown ``category_id``, a malformed ``bbox``) raise ``ValueError`` naming the file and the
-  annotation;
+  unknown ``category_id``, a malformed ``bbox``) raise ``UsageError`` (a ``ValueError``)
+  naming the file and the annotation;
 - **degenerate boxes** (non-finite, ``w <= 0`` or ``h <= 0``, or wholly outside the image) are
   skipped, counted and reported (a warning), and left out of the evaluation's ground truth;
 - **crowd** annotations (``iscrowd = 1``) are left out of the training targets and kept in the
@@ -34,6 +34,8 @@ from typing import Callable
 
 import numpy as np
 import torch
+
+from ...errors import UsageError
 
 SPLIT_FOLDERS = {"train": "train2017", "val": "val2017"}
 
@@ -73,7 +75,7 @@ class CocoIndex:
 
 def _need(cond: bool, source: str, what: str) -> None:
     if not cond:
-        raise ValueError(f"{source}: {what}")
+        raise UsageError(f"{source}: {what}")
 
 
 def _number(v) -> bool:
@@ -207,7 +209,7 @@ class CocoDetection(torch.utils.data.Dataset):
     def __init__(self, index: CocoIndex, read_image: Callable[[dict], np.ndarray],
                  hflip: bool = False):
         if not index.image_ids:
-            raise ValueError(f"{index.source}: no usable image")
+            raise UsageError(f"{index.source}: no usable image")
         self.index, self.read_image, self.hflip = index, read_image, hflip
         self._images = index.images
         self.class_names = index.class_names
@@ -259,7 +261,7 @@ def _read_file(path: str) -> np.ndarray:
         with Image.open(path) as im:
             return np.array(im.convert("RGB"))
     except (OSError, ValueError) as exc:
-        raise ValueError(f"cannot read image {path}: {exc}") from exc
+        raise UsageError(f"cannot read image {path}: {exc}") from exc
 
 
 def _file_problem(folder: str, img: dict) -> str | None:
@@ -294,12 +296,12 @@ def coco_folder(root: str, split: str, max_images: int | None = None,
     ann, folder = annotation_file(root, split), os.path.join(root, SPLIT_FOLDERS[split])
     for path, what in ((ann, "annotation file"), (folder, "image folder")):
         if not os.path.exists(path):
-            raise ValueError(f"--data {root}: the COCO 2017 layout needs the {what} {path}")
+            raise UsageError(f"--data {root}: the COCO 2017 layout needs the {what} {path}")
     try:
         with open(ann) as f:
             data = json.load(f)
     except json.JSONDecodeError as exc:
-        raise ValueError(f"{ann}, line {exc.lineno}: not valid JSON ({exc.msg})") from exc
+        raise UsageError(f"{ann}, line {exc.lineno}: not valid JSON ({exc.msg})") from exc
     index = index_coco(data, ann, split)
     good, bad = [], {}
     for img in index.gt["images"]:  # only the files that will be used are checked

@@ -8,6 +8,7 @@ import os
 import torch
 import torch.nn as nn
 
+from ...errors import UsageError
 from ..base import Column, Task
 from . import coco, synthetic
 from .evaluation import CocoMeter
@@ -20,7 +21,9 @@ DETECTORS = {
               "rpn_batch_size_per_image": 128, "box_batch_size_per_image": 64},
     "torchvision": {"representation_size": 1024},  # FasterRCNN's defaults for the rest
 }
-DEFAULTS = {"backbone": "resnet18", "fpn_channels": 64, "detector": "small"}
+DEFAULTS = {"backbone": "resnet18", "channels": 64, "detector": "small"}
+# --image-size for --data (COCO): torchvision's and the paper's shorter side
+COCO_IMAGE_SIZE = 800
 FIGURE_IMAGES = 4
 SCORE_THRESHOLD = 0.5
 
@@ -63,58 +66,68 @@ class DetectionTask(Task):
         from ...models.faster_rcnn import BACKBONES
 
         group.add_argument("--backbone", choices=BACKBONES, default=None,
-                           help=f"detection: the ResNet of the Faster R-CNN backbone (default: "
+                           help=f"the ResNet of the Faster R-CNN backbone (default: "
                                 f"{DEFAULTS['backbone']}; the paper's is resnet50)")
         group.add_argument("--backbone-weights", metavar="FILE", default=None,
-                           help="detection: a local torchvision ResNet state dict to start the "
-                                "backbone from (default: random weights); its BatchNorms are "
-                                "then frozen and its first stage is not trained, as torchvision "
-                                "does")
-        group.add_argument("--fpn-channels", type=int, default=None,
-                           help=f"detection: FPN width (default: {DEFAULTS['fpn_channels']}; "
-                                "torchvision and the paper: 256)")
+                           help="a local torchvision ResNet state dict to start the backbone from "
+                                "(default: random weights); its BatchNorms are then frozen and "
+                                "its stem and first stage are not trained, as torchvision does")
+        group.add_argument("--channels", type=int, default=None,
+                           help=f"FPN width (default: {DEFAULTS['channels']}; torchvision and the "
+                                "paper: 256)")
         group.add_argument("--detector", choices=tuple(DETECTORS), default=None,
-                           help="detection: 'small' (default) samples fewer proposals, anchors "
-                                "and RoIs and has a 256-wide box head, to train on a CPU; "
-                                "'torchvision' keeps torchvision's Faster R-CNN settings")
+                           help="'small' (default) samples fewer proposals, anchors and RoIs and "
+                                "has a 256-wide box head, to train on a CPU; 'torchvision' keeps "
+                                "torchvision's Faster R-CNN settings (2000 proposals, 512 RoIs, "
+                                "1024-wide box head)")
 
     def resolve(self, args: argparse.Namespace, settings: dict) -> dict:
+        from ...errors import check_installed
+        from ...models.faster_rcnn import BACKBONES
+
         def opt(key):
             val = getattr(args, key, None)
             return DEFAULTS[key] if val is None else val
 
-        from ...models.faster_rcnn import BACKBONES
-
-        backbone, fpn, detector = opt("backbone"), opt("fpn_channels"), opt("detector")
+        backbone, channels, detector = opt("backbone"), opt("channels"), opt("detector")
         if backbone not in BACKBONES:
-            raise ValueError(f"--backbone must be one of {list(BACKBONES)}, got {backbone!r}")
-        if isinstance(fpn, bool) or not isinstance(fpn, int) or fpn < 1:
-            raise ValueError(f"--fpn-channels must be a positive int, got {fpn!r}")
+            raise UsageError(f"--backbone must be one of {list(BACKBONES)}, got {backbone!r}")
+        if isinstance(channels, bool) or not isinstance(channels, int) or channels < 1:
+            raise UsageError(f"--channels must be a positive int, got {channels!r}")
         if detector not in DETECTORS:
-            raise ValueError(f"--detector must be one of {list(DETECTORS)}, got {detector!r}")
+            raise UsageError(f"--detector must be one of {list(DETECTORS)}, got {detector!r}")
         weights = getattr(args, "backbone_weights", None)
         if weights is not None:
             if not os.path.isfile(weights):
-                raise ValueError(f"--backbone-weights: no such file {weights}")
+                raise UsageError(f"--backbone-weights: no such file {weights}")
             weights = os.path.abspath(weights)
-        size = settings.get("image_size")
-        if isinstance(size, bool) or not isinstance(size, int) or size < 64:
-            raise ValueError(f"--image-size must be an int >= 64 for detection, got {size!r}")
         data = settings.get("data") or "synthetic"
+        size, num_train, num_val = settings["image_size"], settings["num_train"], settings["num_val"]
         if data != "synthetic":
+            if not os.path.isdir(data):
+                raise UsageError(f"--data must be 'synthetic' or a folder in the COCO 2017 layout, "
+                                 f"got {data!r}")
             for split in ("train", "val"):
                 ann = coco.annotation_file(data, split)
                 if not os.path.isfile(ann):
-                    raise ValueError(f"--data {data}: the COCO 2017 layout needs {ann}")
+                    raise UsageError(f"--data {data}: the COCO 2017 layout needs {ann}")
             data = os.path.abspath(data)
-        for key in ("num_train", "num_val"):
-            n = settings.get(key)
+            if getattr(args, "image_size", None) is None:
+                size = COCO_IMAGE_SIZE
+            # a real set: every image unless asked otherwise
+            num_train, num_val = getattr(args, "num_train", None), getattr(args, "num_val", None)
+        if isinstance(size, bool) or not isinstance(size, int) or size < 64:
+            raise UsageError(f"--image-size must be an int >= 64 for detection, got {size!r}")
+        for key, n in (("num_train", num_train), ("num_val", num_val)):
             if n is not None and (isinstance(n, bool) or not isinstance(n, int) or n < 1):
-                raise ValueError(f"--{key.replace('_', '-')} must be a positive int, got {n!r}")
-        seed = settings.get("data_seed", 0)
-        return {"data": data, "image_size": size, "num_train": settings.get("num_train"),
-                "num_val": settings.get("num_val"), "data_seed": seed, "backbone": backbone,
-                "backbone_weights": weights, "fpn_channels": fpn, "detector": detector}
+                raise UsageError(f"--{key.replace('_', '-')} must be a positive int, got {n!r}")
+        check_installed("torchvision", "pycocotools", needed_for="--task detection", extra="detection")
+        if data == "synthetic":
+            check_installed("skimage", "sklearn", needed_for="the generated detection set",
+                            extra="experiments")
+        return {"data": data, "image_size": size, "num_train": num_train, "num_val": num_val,
+                "backbone": backbone, "backbone_weights": weights, "channels": channels,
+                "detector": detector}
 
     # ---- data --------------------------------------------------------------------------------
 
@@ -122,7 +135,7 @@ class DetectionTask(Task):
         if config["data"] == "synthetic":
             sets = []
             for split, key in (("train", "num_train"), ("val", "num_val")):
-                n = config[key] or self.presets[key][0]
+                n = config[key]
                 ann, pixels = synthetic.generate(split, n, config["image_size"], config["data_seed"])
                 source = f"generated {split} set ({n} images, {config['image_size']} px, seed {config['data_seed']})"
                 sets.append(coco.in_memory(ann, pixels, source, split))
@@ -139,7 +152,7 @@ class DetectionTask(Task):
         from ...models.faster_rcnn import build_faster_rcnn
 
         return build_faster_rcnn(train_set.num_classes, upsampler, backbone=config["backbone"],
-                                 fpn_channels=config["fpn_channels"], image_size=config["image_size"],
+                                 fpn_channels=config["channels"], image_size=config["image_size"],
                                  backbone_weights=config["backbone_weights"],
                                  **DETECTORS[config["detector"]])
 
@@ -181,7 +194,4 @@ class DetectionTask(Task):
                                       score_threshold=SCORE_THRESHOLD,
                                       title="validation images: ground truth and detections")
             paths.append(viz.save_figure(fig, os.path.join(out_dir, "detections.png")))
-        if curves:
-            fig = viz.plot_training_curves(curves, metric=self.primary, metric_label="validation AP (%)")
-            paths.append(viz.save_figure(fig, os.path.join(out_dir, "curves.png")))
         return paths
