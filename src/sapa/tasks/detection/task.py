@@ -29,8 +29,13 @@ SCORE_THRESHOLD = 0.5
 
 
 class DetectionTask(Task):
-    """Object detection on COCO-format data (the generated set, or ``--data`` in the COCO 2017
-    layout) with torchvision's Faster R-CNN; see ``docs/detection.md``."""
+    """Object detection: torchvision's Faster R-CNN (ResNet-FPN) whose FPN top-down upsampling
+    is the upsampler under test (guided by the finer lateral), trained with torchvision's
+    losses; COCO box AP, AP50, AP75, AP_S/M/L with pycocotools. --data: 'synthetic' (a
+    generated COCO-format set, the default) or a folder in the COCO 2017 layout, for which
+    --image-size defaults to 800 and every image is used unless --num-train / --num-val say
+    otherwise. Details: docs/detection.md.
+    """
 
     name = "detection"
     primary = "ap"
@@ -43,6 +48,11 @@ class DetectionTask(Task):
         Column("apm", "AP_M", 100.0, 1),
         Column("apl", "AP_L", 100.0, 1),
     )
+    table_note = ("COCO box AP (pycocotools COCOeval, iouType bbox, default parameters: up to 100 "
+                  "detections per image) on the validation split: AP over IoU .50:.05:.95, AP50, "
+                  "AP75, and AP of small (area < 32² px), medium and large (> 96² px) objects, "
+                  "areas in pixels of the original images; a scale without ground truth has no "
+                  "AP and is left out.")
     default_upsamplers = ("nearest", "carafe", "sapa-b", "sapa-g")
     quick_upsamplers = ("nearest", "sapa-b")
     presets = {
