@@ -93,6 +93,17 @@ def test_in_memory_set_items(val64):
     assert len(images) == len(targets) == 2 and targets[1]["image_id"] == 2
 
 
+def test_sets_pickle_for_loader_workers(val64, tmp_path):
+    import pickle
+
+    ds = coco.in_memory(*val64, source="generated", split="val")
+    again = pickle.loads(pickle.dumps(ds))
+    assert torch.equal(again[2][0], ds[2][0])
+    root = synthetic.write_coco_layout(str(tmp_path), 1, 2, size=64)
+    folder = coco.coco_folder(root, "val")
+    assert torch.equal(pickle.loads(pickle.dumps(folder))[1][0], folder[1][0])
+
+
 def test_horizontal_flip_moves_boxes_with_the_image(val64):
     ds = coco.in_memory(*val64, source="generated", split="val")
     ds.hflip = True

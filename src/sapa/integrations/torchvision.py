@@ -10,7 +10,7 @@ lateral (the 1x1 projection of the backbone feature), so both have the FPN's wid
 
 Example::
 
-    model = torchvision.models.detection.fasterrcnn_resnet50_fpn(weights=None)
+    model = torchvision.models.detection.fasterrcnn_resnet50_fpn(weights=None, weights_backbone=None)
     replace_fpn_upsampling(model, "sapa-b")          # model.backbone.fpn now upsamples with SAPA-B
     model.load_state_dict(checkpoint, strict=False)  # a checkpoint of the unmodified model loads
 

@@ -8,7 +8,7 @@ from matplotlib.patches import Patch, Rectangle
 from .palette import palette
 
 
-def _draw_boxes(ax, boxes, labels, scores, colors, class_names):
+def _draw_boxes(ax, boxes, labels, scores, colors):
     for k, (box, label) in enumerate(zip(boxes, labels)):
         x0, y0, x1, y1 = (float(v) for v in box)
         color = colors[(int(label) - 1) % len(colors)]
@@ -48,13 +48,12 @@ def plot_detections(images, targets, preds: dict, class_names, score_threshold: 
             ax.set_yticks([])
             if j == 0:
                 t = targets[i]
-                _draw_boxes(ax, np.asarray(t["boxes"]), np.asarray(t["labels"]), None, colors,
-                            class_names)
+                _draw_boxes(ax, np.asarray(t["boxes"]), np.asarray(t["labels"]), None, colors)
             else:
                 p = preds[name][i]
                 keep = np.asarray(p["scores"]) >= score_threshold
                 _draw_boxes(ax, np.asarray(p["boxes"])[keep], np.asarray(p["labels"])[keep],
-                            np.asarray(p["scores"])[keep], colors, class_names)
+                            np.asarray(p["scores"])[keep], colors)
             if i == 0:
                 ax.set_title(name if j == 0 else f"{name} (score ≥ {score_threshold:g})", fontsize=8)
     fig.legend(handles=[Patch(color=colors[c], label=class_names[c]) for c in range(len(class_names))],

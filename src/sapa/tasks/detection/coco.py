@@ -250,8 +250,29 @@ def in_memory(coco: dict, pixels: np.ndarray, source: str, split: str,
     if max_images is not None:
         restrict(index, index.image_ids[:max_images])
     report_skips(index)
-    row = {img["id"]: k for k, img in enumerate(coco["images"])}
-    return CocoDetection(index, lambda img: pixels[row[img["id"]]])
+    return CocoDetection(index, _ArrayReader(pixels, coco["images"]))
+
+
+class _ArrayReader:
+    """``image dict -> pixels[k]`` for the ``k``-th entry of ``images`` (picklable, for data
+    loader workers)."""
+
+    def __init__(self, pixels: np.ndarray, images: list[dict]):
+        self.pixels = pixels
+        self.row = {img["id"]: k for k, img in enumerate(images)}
+
+    def __call__(self, img: dict) -> np.ndarray:
+        return self.pixels[self.row[img["id"]]]
+
+
+class _FileReader:
+    """``image dict -> the decoded file folder/file_name`` (picklable)."""
+
+    def __init__(self, folder: str):
+        self.folder = folder
+
+    def __call__(self, img: dict) -> np.ndarray:
+        return _read_file(os.path.join(self.folder, img["file_name"]))
 
 
 def _read_file(path: str) -> np.ndarray:
@@ -314,5 +335,5 @@ def coco_folder(root: str, split: str, max_images: int | None = None,
             bad[img["id"]] = problem
     restrict(index, good, bad)
     report_skips(index)
-    return CocoDetection(index, lambda img: _read_file(os.path.join(folder, img["file_name"])),
+    return CocoDetection(index, _FileReader(folder),
                          hflip=split == "train" if hflip is None else hflip)
