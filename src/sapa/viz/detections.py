@@ -19,9 +19,10 @@ def _draw_boxes(ax, boxes, labels, scores, colors):
 
 
 def plot_detections(images, targets, preds: dict, class_names, score_threshold: float = 0.5,
-                    title: str | None = None) -> Figure:
+                    top_k=None, title: str | None = None) -> Figure:
     """One row per image: its ground-truth boxes, then each upsampler's detections with a
-    score of at least ``score_threshold`` (the score is written on the box).
+    score of at least ``score_threshold`` (the score is written on the box), at most the
+    ``top_k`` highest-scoring ones.
 
     Args:
         images: ``N`` arrays ``H x W x 3`` (uint8, or float in [0, 1]).
@@ -29,6 +30,8 @@ def plot_detections(images, targets, preds: dict, class_names, score_threshold: 
             ``labels`` (``M``, 1-based indices into ``class_names``).
         preds: upsampler name -> ``N`` dicts with ``boxes``, ``labels`` and ``scores``.
         class_names: one name per label (the legend; colours follow the label).
+        top_k: ``None`` (no limit), an int, or one int per image (e.g. its number of
+            ground-truth objects, to compare what each model ranks highest).
     """
     n = len(images)
     if n == 0 or len(targets) != n or any(len(p) != n for p in preds.values()):
@@ -36,6 +39,9 @@ def plot_detections(images, targets, preds: dict, class_names, score_threshold: 
                          f"length, got {n}, {len(targets)} and {[len(p) for p in preds.values()]}")
     if not 0 <= score_threshold <= 1:
         raise ValueError(f"score_threshold must be in [0, 1], got {score_threshold}")
+    ks = [top_k] * n if top_k is None or isinstance(top_k, int) else list(top_k)
+    if len(ks) != n or any(k is not None and (isinstance(k, bool) or k < 0) for k in ks):
+        raise ValueError(f"top_k must be None, an int >= 0 or one per image, got {top_k!r}")
     colors = palette(max(len(class_names), 1)) / 255.0
     cols = ["ground truth", *preds]
     fig = Figure(figsize=(2.0 * len(cols), 2.0 * n + 0.8), layout="constrained")
@@ -51,11 +57,13 @@ def plot_detections(images, targets, preds: dict, class_names, score_threshold: 
                 _draw_boxes(ax, np.asarray(t["boxes"]), np.asarray(t["labels"]), None, colors)
             else:
                 p = preds[name][i]
-                keep = np.asarray(p["scores"]) >= score_threshold
+                scores = np.asarray(p["scores"])
+                keep = np.flatnonzero(scores >= score_threshold)
+                keep = keep[np.argsort(-scores[keep], kind="stable")][: ks[i]]
                 _draw_boxes(ax, np.asarray(p["boxes"])[keep], np.asarray(p["labels"])[keep],
-                            np.asarray(p["scores"])[keep], colors)
+                            scores[keep], colors)
             if i == 0:
-                ax.set_title(name if j == 0 else f"{name} (score ≥ {score_threshold:g})", fontsize=8)
+                ax.set_title(name, fontsize=8)
     fig.legend(handles=[Patch(color=colors[c], label=class_names[c]) for c in range(len(class_names))],
                loc="outside lower center", ncol=min(len(class_names), 8), fontsize=8, frameon=False)
     if title:
