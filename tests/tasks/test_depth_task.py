@@ -46,8 +46,9 @@ def test_options_default_to_none_and_have_help():
 
 
 def test_resolve_defaults_and_values():
-    cfg = TASK.resolve(_args(), dict(QUICK))
-    assert cfg == {"encoder": "resnet18", "bts_size": 64, "max_depth": 10.0, "encoder_weights": None}
+    cfg = TASK.resolve(_args(), {**QUICK, "data": None})
+    assert cfg == {"encoder": "resnet18", "bts_size": 64, "max_depth": 10.0, "encoder_weights": None,
+                   "data": "synthetic", "image_size": 32, "num_train": 4, "num_val": 3}
     cfg = TASK.resolve(_args(encoder="resnet50", bts_size=512, max_depth=8), dict(QUICK))
     assert cfg["encoder"] == "resnet50" and cfg["bts_size"] == 512 and cfg["max_depth"] == 8.0
 
@@ -65,11 +66,19 @@ def test_resolve_rejects_bad_values_naming_the_option(kw, settings, match):
         TASK.resolve(_args(**kw), {**QUICK, **settings})
 
 
-def test_resolve_nyu_checks_the_folder_and_size(tmp_path):
+def test_resolve_nyu_checks_the_folder_and_size(tmp_path, monkeypatch):
     root = write_nyu_layout(str(tmp_path / "nyu"), num_train=2, num_test=2)
-    assert TASK.resolve(_args(), {**QUICK, "data": root, "image_size": 72})["encoder"] == "resnet18"
+    monkeypatch.chdir(tmp_path)
+    # real data: BTS's 480 rows and every sample unless the options say otherwise
+    cfg = TASK.resolve(_args(), {**QUICK, "data": "nyu"})
+    assert (cfg["data"], cfg["image_size"], cfg["num_train"], cfg["num_val"]) == (root, 480, None, None)
+    args = _args()
+    args.image_size, args.num_val = 72, 2
+    cfg = TASK.resolve(args, {**QUICK, "data": root, "image_size": 72, "num_val": 2})
+    assert (cfg["image_size"], cfg["num_train"], cfg["num_val"]) == (72, None, 2)
+    args.image_size = 48
     with pytest.raises(ValueError, match="--image-size .* NYU .* >= 64"):
-        TASK.resolve(_args(), {**QUICK, "data": root, "image_size": 48})
+        TASK.resolve(args, {**QUICK, "data": root, "image_size": 48})
     (tmp_path / "empty").mkdir()
     with pytest.raises(ValueError, match="--data"):
         TASK.resolve(_args(), {**QUICK, "data": str(tmp_path / "empty")})
@@ -122,8 +131,10 @@ def test_predict_pads_to_32_and_resizes_to_the_ground_truth():
 
 def test_nyu_end_to_end_pieces(tmp_path):
     root = write_nyu_layout(str(tmp_path / "nyu"), num_train=2, num_test=2)
-    settings = {**QUICK, "data": root, "image_size": 72, "num_train": None, "num_val": None}
-    config = {**settings, **TASK.resolve(_args(bts_size=32), settings)}
+    settings = {**QUICK, "data": root, "image_size": 72}
+    args = _args(bts_size=32)
+    args.image_size, args.num_train, args.num_val = 72, None, None
+    config = {**settings, **TASK.resolve(args, settings)}
     train, val = TASK.build_datasets(config)
     assert len(train) == 2 and len(val) == 2 and val.crop == "eigen"
     torch.manual_seed(0)
@@ -144,7 +155,6 @@ def test_figures(quick, tmp_path):
         torch.manual_seed(0)
         models[name] = TASK.build_model(config, name, train).eval()
     curve = {"iters": [1, 2, 3], "loss": [3.0, 2.5, 2.0], "val_iters": [2, 3], "val_rmse": [1.2, 1.0]}
-    curves = {"nearest": [curve, curve], "sapa-b": [curve]}
-    paths = TASK.draw_figures(str(tmp_path), models, curves, val, torch.device("cpu"))
-    assert [os.path.basename(p) for p in paths] == ["depth_predictions.png", "curves.png"]
+    paths = TASK.draw_figures(str(tmp_path), models, {"nearest": [curve]}, val, torch.device("cpu"))
+    assert [os.path.basename(p) for p in paths] == ["depth_predictions.png"]
     assert all(os.path.getsize(p) > 10_000 for p in paths)

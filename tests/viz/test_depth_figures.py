@@ -1,4 +1,4 @@
-"""The depth figure and the curves of a lower-is-better metric."""
+"""The depth figure: predictions and error maps beside the ground truth."""
 import numpy as np
 import pytest
 from PIL import Image
@@ -33,14 +33,3 @@ def test_depth_predictions_rejects_mismatched_input():
         viz.plot_depth_predictions([np.zeros((4, 4, 3))], d, {})
     with pytest.raises(ValueError, match=r"preds\['a'\]\[0\] has shape \(2, 2\)"):
         viz.plot_depth_predictions([np.zeros((4, 4, 3))], d, {"a": [np.ones((2, 2))]})
-
-
-def test_curves_of_another_metric(tmp_path):
-    curve = {"iters": [1, 2, 3, 4], "loss": [3.0, 2.0, 1.5, 1.2], "val_iters": [2, 4],
-             "val_rmse": [1.1, 0.9]}
-    fig = viz.plot_training_curves({"nearest": [curve]}, metric="rmse", label="RMS (m)", scale=1.0)
-    ax = fig.axes[1]
-    assert ax.get_ylabel() == "RMS (m)"
-    assert np.allclose(ax.lines[-1].get_ydata(), [1.1, 0.9])
-    with pytest.raises(KeyError):
-        viz.plot_training_curves({"nearest": [curve]})  # no val_miou in a depth curve

@@ -1,4 +1,4 @@
-"""Training curves: training loss and a validation metric against the step, per upsampler."""
+"""Training curves: training loss and validation mIoU against the step, per upsampler."""
 from __future__ import annotations
 
 import numpy as np
@@ -13,16 +13,13 @@ def _smooth(y: np.ndarray, window: int) -> np.ndarray:
     return np.convolve(y, kernel, mode="valid")
 
 
-def plot_training_curves(curves: dict, smooth: int | None = None, metric: str = "miou",
-                         label: str = "validation mIoU (%)", scale: float = 100.0) -> Figure:
+def plot_training_curves(curves: dict, smooth: int | None = None) -> Figure:
     """Two panels: the training loss (moving average over ``smooth`` steps, default ~7% of the
-    run) and the validation ``metric`` times ``scale`` (default: mIoU in %). Thin lines: one
-    per seed; thick: the mean over seeds.
+    run) and the validation mIoU in %. Thin lines: one per seed; thick: the mean over seeds.
 
     Args:
         curves: upsampler name -> list (one per seed) of dicts with ``iters``, ``loss``,
-            ``val_iters``, ``val_<metric>``.
-        label: the y label of the metric's panel.
+            ``val_iters``, ``val_miou``.
     """
     if not curves:
         raise ValueError("curves must name at least one upsampler")
@@ -39,7 +36,7 @@ def plot_training_curves(curves: dict, smooth: int | None = None, metric: str = 
             xs = it[len(it) - len(ys):]
             ax_loss.plot(xs, ys, color=c, alpha=0.3, lw=0.8)
             losses.append((xs, ys))
-            vi, vm = np.asarray(run["val_iters"]), scale * np.asarray(run[f"val_{metric}"], dtype=float)
+            vi, vm = np.asarray(run["val_iters"]), 100 * np.asarray(run["val_miou"], dtype=float)
             ax_miou.plot(vi, vm, color=c, alpha=0.3, lw=0.8, marker=".")
             mious.append((vi, vm))
         n = min(len(ys) for _, ys in losses)
@@ -51,7 +48,7 @@ def plot_training_curves(curves: dict, smooth: int | None = None, metric: str = 
     ax_loss.set_xlabel("step")
     ax_loss.set_ylabel("training loss (moving average)")
     ax_miou.set_xlabel("step")
-    ax_miou.set_ylabel(label)
+    ax_miou.set_ylabel("validation mIoU (%)")
     for ax in (ax_loss, ax_miou):
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)

@@ -182,12 +182,12 @@ class DepthMeter:
         self.values = merged
 
     def compute(self) -> dict:
-        done = [self.values[i] for i in sorted(self.values) if self.values[i] is not None]
+        done = [v for v in self.values.values() if v is not None]
         if not done:
             raise ValueError("no image with a valid ground-truth pixel was evaluated "
                              f"({len(self.values)} image(s) seen)")
-        table = np.asarray(done, dtype=np.float64)
-        out = {k: float(v) for k, v in zip(METRICS, table.mean(axis=0))}
+        # exactly rounded sums: the result does not depend on the order the images came in
+        out = {k: math.fsum(v[j] for v in done) / len(done) for j, k in enumerate(METRICS)}
         out["num_images"] = len(done)
         out["num_skipped"] = len(self.values) - len(done)
         return out

@@ -19,6 +19,7 @@ from .synthetic import SyntheticDepth
 ENCODER_DEFAULT = "resnet18"
 BTS_SIZE_DEFAULT = 64
 MAX_DEPTH_DEFAULT = 10.0
+NYU_IMAGE_SIZE = 480  # BTS evaluates NYU's 480 x 640 frames at full resolution
 FIGURE_SAMPLES = 3
 
 
@@ -46,6 +47,12 @@ class DepthTask(Task):
         Column("rmse_log", "RMSlog", lower_is_better=True),
         Column("log10", "log10", lower_is_better=True),
     )
+    table_note = ("Depth metrics as BTS computes them (Eigen et al. 2014): per image, then averaged "
+                  "over the validation images; predictions clipped to [1e-3, max_depth], valid "
+                  "pixels 1e-3 < ground truth < max_depth, the Eigen crop on NYU (none on the "
+                  "generated rooms). δ: fraction of pixels with max(gt/pred, pred/gt) below the "
+                  "threshold (higher is better); AbsRel, SqRel, RMS (m), RMSlog, log10: errors "
+                  "(lower is better).")
     default_upsamplers = ("nearest", "bilinear", "carafe", "sapa-b", "sapa-g")
     quick_upsamplers = ("nearest", "sapa-b")
     presets = {
@@ -102,7 +109,9 @@ class DepthTask(Task):
             else:
                 weights = os.path.abspath(weights)
         data, size = settings.get("data"), settings.get("image_size")
+        num_train, num_val = settings.get("num_train"), settings.get("num_val")
         if _is_synthetic(data):
+            data = "synthetic"
             if isinstance(size, bool) or not isinstance(size, int) or size < 32 or size % 32:
                 raise ValueError(f"--image-size must be a positive multiple of 32 for the "
                                  f"generated scenes (BTS's input stride), got {size!r}")
@@ -111,11 +120,16 @@ class DepthTask(Task):
                 raise ValueError(f"--data must be 'synthetic' or a folder with NYU Depth V2 as "
                                  f"BTS distributes it (nyudepthv2_test_files_with_gt.txt in it or "
                                  f"in its train_test_inputs/), got {data!r}")
+            data = os.path.abspath(data)
+            # real data: BTS's full resolution and every sample, unless asked otherwise
+            size = NYU_IMAGE_SIZE if getattr(args, "image_size", None) is None else size
+            num_train, num_val = getattr(args, "num_train", None), getattr(args, "num_val", None)
             if isinstance(size, bool) or not isinstance(size, int) or size < MIN_HEIGHT:
                 raise ValueError(f"--image-size (the rows NYU frames are resized to; 480 = full "
                                  f"resolution) must be an int >= {MIN_HEIGHT}, got {size!r}")
         return {"encoder": encoder, "bts_size": bts_size, "max_depth": max_depth,
-                "encoder_weights": weights}
+                "encoder_weights": weights, "data": data, "image_size": size,
+                "num_train": num_train, "num_val": num_val}
 
     # ---- data --------------------------------------------------------------------------------
 
@@ -166,8 +180,8 @@ class DepthTask(Task):
     @torch.no_grad()
     def draw_figures(self, out_dir: str, models: dict, curves: dict, val_set,
                      device: torch.device) -> list[str]:
-        """``depth_predictions.png`` (input, ground truth, each upsampler's depth and error map
-        on the first validation samples) and ``curves.png`` (training loss, validation RMS)."""
+        """``depth_predictions.png``: input, ground truth, each upsampler's depth and error map
+        on the first validation samples (the harness draws ``curves.png``)."""
         from ... import viz
 
         paths = []
@@ -186,8 +200,4 @@ class DepthTask(Task):
                 preds, max_depth=max_depth,
                 title="validation depth (first seed of each upsampler) and |error|")
             paths.append(viz.save_figure(fig, os.path.join(out_dir, "depth_predictions.png")))
-        if curves:
-            fig = viz.plot_training_curves(curves, metric=self.primary,
-                                           label="validation RMS (m, lower is better)", scale=1.0)
-            paths.append(viz.save_figure(fig, os.path.join(out_dir, "curves.png")))
         return paths
