@@ -5,6 +5,7 @@ import math
 import pytest
 import torch
 
+from sapa.errors import UsageError
 from sapa.models.bts import BTS, Reduction, ResNetEncoder, local_planar_guidance
 
 UPSAMPLERS = ["nearest", "bilinear", "carafe", "sapa-b", "sapa-g"]
@@ -126,15 +127,15 @@ def test_encoder_weights_from_a_file(tmp_path):
     assert torch.equal(enc.bn1.running_mean, ref.bn1.running_mean)
     # another architecture's weights are refused, naming the file
     torch.save(torchvision.models.resnet34(weights=None).state_dict(), tmp_path / "r34.pth")
-    with pytest.raises(ValueError, match="r34.pth does not fit"):
+    with pytest.raises(UsageError, match="r34.pth does not fit"):
         ResNetEncoder("resnet18", str(tmp_path / "r34.pth"))
-    with pytest.raises(ValueError, match="no such file"):
+    with pytest.raises(UsageError, match="no such file"):
         ResNetEncoder("resnet18", str(tmp_path / "missing.pth"))
 
 
 def test_torchvision_cache_is_never_downloaded(tmp_path, monkeypatch):
     monkeypatch.setenv("TORCH_HOME", str(tmp_path))
-    with pytest.raises(ValueError, match="not in the cache"):
+    with pytest.raises(UsageError, match="not in the cache"):
         ResNetEncoder("resnet18", "torchvision")
     # a file at torchvision's cache path is used
     import torchvision

@@ -7,6 +7,7 @@ import torch
 from PIL import Image
 
 from nyu_layout import write_nyu_layout
+from sapa.errors import UsageError
 from sapa.tasks.depth.nyu import NYUDepthV2, crop_size, is_nyu_root
 
 
@@ -65,14 +66,14 @@ def _edit_list(root, split, edit):
 def test_a_line_with_the_wrong_number_of_fields(tmp_path):
     root = write_nyu_layout(str(tmp_path))
     name = _edit_list(root, "test", lambda lines: lines.__setitem__(1, lines[1].rsplit(" ", 1)[0]))
-    with pytest.raises(ValueError, match=rf"{name} line 2: expected 3 fields"):
+    with pytest.raises(UsageError, match=rf"{name} line 2: expected 3 fields"):
         NYUDepthV2(root, "test", 64)
 
 
 def test_a_bad_focal_length(tmp_path):
     root = write_nyu_layout(str(tmp_path))
     name = _edit_list(root, "train", lambda lines: lines.__setitem__(2, lines[2].replace("518.8579", "f")))
-    with pytest.raises(ValueError, match=rf"{name} line 3: the focal length"):
+    with pytest.raises(UsageError, match=rf"{name} line 3: the focal length"):
         NYUDepthV2(root, "train", 64)
 
 
@@ -80,7 +81,7 @@ def test_a_missing_file(tmp_path):
     root = write_nyu_layout(str(tmp_path))
     ds = NYUDepthV2(root, "train", 64)
     os.remove(ds.samples[3]["rgb"])
-    with pytest.raises(ValueError, match=r"train_files_with_gt.txt line 4: the RGB image .*rgb_00003.jpg does not exist"):
+    with pytest.raises(UsageError, match=r"train_files_with_gt.txt line 4: the RGB image .*rgb_00003.jpg does not exist"):
         NYUDepthV2(root, "train", 64)
 
 
@@ -88,7 +89,7 @@ def test_a_depth_png_that_is_not_16_bit(tmp_path):
     root = write_nyu_layout(str(tmp_path))
     path = NYUDepthV2(root, "test", 64).samples[2]["depth"]
     Image.fromarray(np.zeros((120, 160), dtype=np.uint8)).save(path)
-    with pytest.raises(ValueError, match=r"test_files_with_gt.txt line 3: the depth map .* must be a 16-bit PNG"):
+    with pytest.raises(UsageError, match=r"test_files_with_gt.txt line 3: the depth map .* must be a 16-bit PNG"):
         NYUDepthV2(root, "test", 64)
 
 
@@ -96,22 +97,22 @@ def test_image_and_depth_of_different_sizes(tmp_path):
     root = write_nyu_layout(str(tmp_path))
     path = NYUDepthV2(root, "test", 64).samples[0]["depth"]
     Image.fromarray(np.zeros((60, 80), dtype=np.uint16)).save(path)
-    with pytest.raises(ValueError, match=r"line 1: .* is 160x120 but its depth map"):
+    with pytest.raises(UsageError, match=r"line 1: .* is 160x120 but its depth map"):
         NYUDepthV2(root, "test", 64)
 
 
 def test_frames_too_narrow_for_the_training_crop(tmp_path):
     root = write_nyu_layout(str(tmp_path), size=(160, 120))  # portrait: not NYU's 4:3
-    with pytest.raises(ValueError, match="line 1: .* less than the training crop"):
+    with pytest.raises(UsageError, match="line 1: .* less than the training crop"):
         NYUDepthV2(root, "train", 96)
 
 
 def test_bad_arguments(tmp_path, root):
-    with pytest.raises(ValueError, match="no nyudepthv2_test_files_with_gt.txt"):
+    with pytest.raises(UsageError, match="no nyudepthv2_test_files_with_gt.txt"):
         NYUDepthV2(str(tmp_path), "test", 64)
     with pytest.raises(ValueError, match="height must be an int >= 64"):
         NYUDepthV2(root, "test", 32)
     with pytest.raises(ValueError, match="split"):
         NYUDepthV2(root, "val", 64)
-    with pytest.raises(ValueError, match="is not a folder"):
+    with pytest.raises(UsageError, match="is not a folder"):
         NYUDepthV2(str(tmp_path / "nope"), "test", 64)

@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from nyu_layout import write_nyu_layout
+from sapa.errors import UsageError
 from sapa.tasks.base import Meter, Task
 from sapa.tasks.depth import TASK, DepthTask
 
@@ -62,7 +63,7 @@ def test_resolve_defaults_and_values():
     ({}, {"data": "/no/such/folder"}, "--data must be 'synthetic' or a folder with NYU"),
 ])
 def test_resolve_rejects_bad_values_naming_the_option(kw, settings, match):
-    with pytest.raises(ValueError, match=match):
+    with pytest.raises(UsageError, match=match):
         TASK.resolve(_args(**kw), {**QUICK, **settings})
 
 
@@ -77,10 +78,10 @@ def test_resolve_nyu_checks_the_folder_and_size(tmp_path, monkeypatch):
     cfg = TASK.resolve(args, {**QUICK, "data": root, "image_size": 72, "num_val": 2})
     assert (cfg["image_size"], cfg["num_train"], cfg["num_val"]) == (72, None, 2)
     args.image_size = 48
-    with pytest.raises(ValueError, match="--image-size .* NYU .* >= 64"):
+    with pytest.raises(UsageError, match="--image-size .* NYU .* >= 64"):
         TASK.resolve(args, {**QUICK, "data": root, "image_size": 48})
     (tmp_path / "empty").mkdir()
-    with pytest.raises(ValueError, match="--data"):
+    with pytest.raises(UsageError, match="--data"):
         TASK.resolve(_args(), {**QUICK, "data": str(tmp_path / "empty")})
 
 

@@ -43,6 +43,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from ..errors import UsageError
 from ..modules import build_upsampler
 
 # torchvision ResNets BTS offers, and the channels of (relu, layer1, layer2, layer3, layer4)
@@ -64,7 +65,7 @@ def _torchvision():
     try:
         import torchvision
     except Exception as exc:  # ImportError, or a torchvision built for another torch
-        raise ImportError(f"the BTS depth model needs torchvision, which cannot be imported "
+        raise UsageError(f"the BTS depth model needs torchvision, which cannot be imported "
                           f"here ({exc}); pip install 'sapa[experiments]' with a torchvision "
                           f"built for your torch") from exc
     return torchvision
@@ -78,7 +79,7 @@ def cached_torchvision_weights(name: str) -> str:
     url = tv.models.get_model_weights(name).DEFAULT.url
     path = os.path.join(torch.hub.get_dir(), "checkpoints", os.path.basename(url))
     if not os.path.isfile(path):
-        raise ValueError(f"--encoder-weights {TORCHVISION_CACHE}: torchvision's {name} weights "
+        raise UsageError(f"--encoder-weights {TORCHVISION_CACHE}: torchvision's {name} weights "
                          f"are not in the cache ({path}); download them there (or pass the "
                          f"file's path), nothing is downloaded here")
     return path
@@ -88,16 +89,16 @@ def load_encoder_state(path: str) -> dict:
     """A ResNet state dict from ``path``: a plain state dict, or a checkpoint holding one under
     ``"state_dict"`` or ``"model"``; ``fc.*`` entries are dropped."""
     if not os.path.isfile(path):
-        raise ValueError(f"--encoder-weights: no such file {path!r}")
+        raise UsageError(f"--encoder-weights: no such file {path!r}")
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:
-        raise ValueError(f"--encoder-weights: cannot read {path} as a torch state dict: {exc}") from exc
+        raise UsageError(f"--encoder-weights: cannot read {path} as a torch state dict: {exc}") from exc
     for key in ("state_dict", "model"):
         if isinstance(state, dict) and isinstance(state.get(key), dict):
             state = state[key]
     if not isinstance(state, dict):
-        raise ValueError(f"--encoder-weights: {path} holds a {type(state).__name__}, not a state dict")
+        raise UsageError(f"--encoder-weights: {path} holds a {type(state).__name__}, not a state dict")
     return {k: v for k, v in state.items() if not k.startswith("fc.")}
 
 
@@ -122,7 +123,7 @@ class ResNetEncoder(nn.Module):
             missing, unexpected = net.load_state_dict(state, strict=False)
             missing = [k for k in missing if not k.startswith("fc.")]
             if missing or unexpected:
-                raise ValueError(f"--encoder-weights: {path} does not fit torchvision's {name}: "
+                raise UsageError(f"--encoder-weights: {path} does not fit torchvision's {name}: "
                                  f"missing {missing[:5]}, unexpected {unexpected[:5]}")
         self.name, self.channels = name, ENCODER_CHANNELS[name]
         self.conv1, self.bn1, self.relu, self.maxpool = net.conv1, net.bn1, net.relu, net.maxpool

@@ -16,8 +16,9 @@ writes ``uint16(depth * 1000)``); frames are 480 x 640.
 
 Everything that can be checked cheaply is checked when the data set is built, before any
 training: every line has three fields and a positive focal length, every file a line names
-exists, every depth PNG is 16-bit and has its RGB frame's size (PNG/JPEG headers only). Errors
-name the list file and line.
+exists, every depth PNG is 16-bit and has its RGB frame's size (PNG/JPEG headers only), the
+frames leave room for the training crop. Errors are ``sapa.errors.UsageError`` (a
+``ValueError``) naming the list file and line.
 
 Preprocessing follows BTS, at a chosen resolution (``height``: 480 is BTS's):
 
@@ -41,6 +42,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ...errors import UsageError
 from ..photos import MEAN, STD
 
 LISTS = {"train": "nyudepthv2_train_files_with_gt.txt", "test": "nyudepthv2_test_files_with_gt.txt"}
@@ -62,7 +64,7 @@ def _pil():
     try:
         from PIL import Image
     except ImportError as exc:
-        raise ImportError("reading NYU Depth V2 needs Pillow: pip install 'sapa[experiments]'") from exc
+        raise UsageError("reading NYU Depth V2 needs Pillow: pip install 'sapa[experiments]'") from exc
     return Image
 
 
@@ -76,7 +78,7 @@ def find_list(root: str, split: str) -> str:
         path = os.path.join(root, d, LISTS[split])
         if os.path.isfile(path):
             return path
-    raise ValueError(f"--data {root}: no {LISTS[split]} in it or in its train_test_inputs/ "
+    raise UsageError(f"--data {root}: no {LISTS[split]} in it or in its train_test_inputs/ "
                      f"(NYU Depth V2 as BTS distributes it)")
 
 
@@ -89,18 +91,18 @@ def read_list(path: str) -> list[tuple[int, str, str, float]]:
             if not fields:
                 continue
             if len(fields) != 3:
-                raise ValueError(f"{path} line {n}: expected 3 fields 'rgb_path depth_path "
+                raise UsageError(f"{path} line {n}: expected 3 fields 'rgb_path depth_path "
                                  f"focal', got {len(fields)}: {line.strip()!r}")
             try:
                 focal = float(fields[2])
             except ValueError:
                 focal = float("nan")
             if not math.isfinite(focal) or focal <= 0:
-                raise ValueError(f"{path} line {n}: the focal length must be a positive number, "
+                raise UsageError(f"{path} line {n}: the focal length must be a positive number, "
                                  f"got {fields[2]!r}")
             out.append((n, fields[0], fields[1], focal))
     if not out:
-        raise ValueError(f"{path}: the list is empty")
+        raise UsageError(f"{path}: the list is empty")
     return out
 
 
@@ -147,7 +149,7 @@ class NYUDepthV2(torch.utils.data.Dataset):
         if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):
             raise ValueError(f"limit must be a positive int or None, got {limit!r}")
         if not os.path.isdir(root):
-            raise ValueError(f"--data {root!r} is not a folder")
+            raise UsageError(f"--data {root!r} is not a folder")
         self.root, self.split, self.height = root, split, height
         self.list_path = find_list(root, split)
         entries = read_list(self.list_path)
@@ -163,25 +165,25 @@ class NYUDepthV2(torch.utils.data.Dataset):
         where = f"{self.list_path} line {n}"
         for kind, path in (("RGB image", rgb), ("depth map", depth)):
             if not os.path.isfile(path):
-                raise ValueError(f"{where}: the {kind} {path} does not exist")
+                raise UsageError(f"{where}: the {kind} {path} does not exist")
         try:
             with Image.open(depth) as im:
                 mode, dsize, fmt = im.mode, im.size, im.format
             with Image.open(rgb) as im:
                 rsize = im.size
         except OSError as exc:
-            raise ValueError(f"{where}: cannot read {rgb} or {depth}: {exc}") from exc
+            raise UsageError(f"{where}: cannot read {rgb} or {depth}: {exc}") from exc
         if fmt != "PNG" or mode not in _DEPTH_MODES:
-            raise ValueError(f"{where}: the depth map {depth} must be a 16-bit PNG (millimetres), "
+            raise UsageError(f"{where}: the depth map {depth} must be a 16-bit PNG (millimetres), "
                              f"got a {fmt} of mode {mode}")
         if rsize != dsize:
-            raise ValueError(f"{where}: {rgb} is {rsize[0]}x{rsize[1]} but its depth map {depth} "
+            raise UsageError(f"{where}: {rgb} is {rsize[0]}x{rsize[1]} but its depth map {depth} "
                              f"is {dsize[0]}x{dsize[1]} (width x height)")
         if self.split == "train":
             region = self._region(self.input_size(dsize[::-1]))
             need = crop_size(self.height)
             if region[0] < need[0] or region[1] < need[1]:
-                raise ValueError(f"{where}: {rgb} is {rsize[0]}x{rsize[1]}; resized to "
+                raise UsageError(f"{where}: {rgb} is {rsize[0]}x{rsize[1]}; resized to "
                                  f"{self.height} rows and cut to BTS's registration crop it "
                                  f"leaves {region[0]}x{region[1]}, less than the training crop "
                                  f"{need[0]}x{need[1]} (NYU frames are 640x480)")

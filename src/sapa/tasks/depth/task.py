@@ -9,6 +9,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from ...errors import UsageError, check_installed
 from ...models.bts import BTS, ENCODERS, TORCHVISION_CACHE, cached_torchvision_weights
 from ..base import Column, Task
 from .loss import silog_loss
@@ -28,10 +29,17 @@ def _is_synthetic(data) -> bool:
 
 
 class DepthTask(Task):
-    """BTS (``sapa.models.bts.BTS``) on the generated rooms (``synthetic.SyntheticDepth``) or
-    on NYU Depth V2 as BTS lists it (``nyu.NYUDepthV2``, ``--data ROOT``); BTS's
-    scale-invariant log loss; the standard metrics per image, averaged (``metrics.py``), RMS
-    the primary one. See docs/depth.md."""
+    """Monocular depth estimation (Table 4): BTS on a torchvision ResNet whose decoder
+    stages upconv5..upconv2 upsample with the upsampler under test, guided by the encoder skip
+    at their target resolution (the last x2 stays nearest); BTS's scale-invariant log loss;
+    delta1-3, AbsRel, SqRel, RMS, RMSlog, log10 per image, averaged. --data: 'synthetic'
+    (rendered rooms with exact depth, the default) or a folder holding NYU Depth V2 as BTS
+    distributes it, for which --image-size (rows) defaults to 480 and every sample is used
+    unless --num-train / --num-val say otherwise. See docs/depth.md.
+
+    Implementation: ``sapa.models.bts.BTS``, ``synthetic.SyntheticDepth``,
+    ``nyu.NYUDepthV2``, ``loss.silog_loss``, ``metrics.DepthMeter``.
+    """
 
     name = "depth"
     primary = "rmse"
@@ -58,14 +66,14 @@ class DepthTask(Task):
     presets = {
         #                  default   --quick
         "seeds": ([0, 1, 2], [0]),
-        "iters": (400, 100),
+        "iters": (360, 100),
         "batch_size": (8, 8),
         "eval_batch_size": (16, 16),
         "image_size": (64, 64),
         "num_train": (1024, 256),
         "num_val": (128, 64),
-        "eval_every": (100, 50),
-        "ckpt_every": (50, 50),
+        "eval_every": (90, 50),
+        "ckpt_every": (90, 50),  # a checkpoint (model + AdamW state) is ~140 MB at resnet18
         "lr": (1e-3, 1e-3),
         "weight_decay": (1e-2, 1e-2),
     }
@@ -90,21 +98,21 @@ class DepthTask(Task):
     def resolve(self, args: argparse.Namespace, settings: dict) -> dict:
         encoder = getattr(args, "encoder", None) or ENCODER_DEFAULT
         if encoder not in ENCODERS:
-            raise ValueError(f"--encoder must be one of {list(ENCODERS)}, got {encoder!r}")
+            raise UsageError(f"--encoder must be one of {list(ENCODERS)}, got {encoder!r}")
         bts_size = getattr(args, "bts_size", None)
         bts_size = BTS_SIZE_DEFAULT if bts_size is None else bts_size
         if isinstance(bts_size, bool) or not isinstance(bts_size, int) or bts_size < 32 or bts_size % 16:
-            raise ValueError(f"--bts-size must be a multiple of 16, at least 32, got {bts_size!r}")
+            raise UsageError(f"--bts-size must be a multiple of 16, at least 32, got {bts_size!r}")
         max_depth = getattr(args, "max_depth", None)
         max_depth = MAX_DEPTH_DEFAULT if max_depth is None else float(max_depth)
         if not math.isfinite(max_depth) or max_depth <= 1e-3:
-            raise ValueError(f"--max-depth must be a finite number of metres > 0.001, got {max_depth}")
+            raise UsageError(f"--max-depth must be a finite number of metres > 0.001, got {max_depth}")
         weights = getattr(args, "encoder_weights", None)
         if weights is not None:
             if weights == TORCHVISION_CACHE:
                 cached_torchvision_weights(encoder)  # raises if not cached
             elif not os.path.isfile(weights):
-                raise ValueError(f"--encoder-weights must be '{TORCHVISION_CACHE}' or an existing "
+                raise UsageError(f"--encoder-weights must be '{TORCHVISION_CACHE}' or an existing "
                                  f"file, got {weights!r}")
             else:
                 weights = os.path.abspath(weights)
@@ -113,11 +121,11 @@ class DepthTask(Task):
         if _is_synthetic(data):
             data = "synthetic"
             if isinstance(size, bool) or not isinstance(size, int) or size < 32 or size % 32:
-                raise ValueError(f"--image-size must be a positive multiple of 32 for the "
+                raise UsageError(f"--image-size must be a positive multiple of 32 for the "
                                  f"generated scenes (BTS's input stride), got {size!r}")
         else:
             if not os.path.isdir(data) or not is_nyu_root(data):
-                raise ValueError(f"--data must be 'synthetic' or a folder with NYU Depth V2 as "
+                raise UsageError(f"--data must be 'synthetic' or a folder with NYU Depth V2 as "
                                  f"BTS distributes it (nyudepthv2_test_files_with_gt.txt in it or "
                                  f"in its train_test_inputs/), got {data!r}")
             data = os.path.abspath(data)
@@ -125,8 +133,14 @@ class DepthTask(Task):
             size = NYU_IMAGE_SIZE if getattr(args, "image_size", None) is None else size
             num_train, num_val = getattr(args, "num_train", None), getattr(args, "num_val", None)
             if isinstance(size, bool) or not isinstance(size, int) or size < MIN_HEIGHT:
-                raise ValueError(f"--image-size (the rows NYU frames are resized to; 480 = full "
+                raise UsageError(f"--image-size (the rows NYU frames are resized to; 480 = full "
                                  f"resolution) must be an int >= {MIN_HEIGHT}, got {size!r}")
+        check_installed("torchvision", needed_for="the BTS depth model", extra="experiments")
+        if data == "synthetic":
+            check_installed("skimage", "sklearn", "scipy", needed_for="the generated depth scenes",
+                            extra="experiments")
+        else:
+            check_installed("PIL", needed_for="reading NYU Depth V2", extra="experiments")
         return {"encoder": encoder, "bts_size": bts_size, "max_depth": max_depth,
                 "encoder_weights": weights, "data": data, "image_size": size,
                 "num_train": num_train, "num_val": num_val}
