@@ -162,4 +162,5 @@ def test_real_quick_preset(tmp_path):
     rows = _results(out)["rows"]
     assert [(r["upsampler"], r["iters"], r["num_images"]) for r in rows] == [
         ("nearest", 100, 64), ("sapa-b", 100, 64)]
-    assert all(r["rmse"] < 2.0 for r in rows)  # learned more than a constant guess
+    # a constant depth map (the training mean) scores RMS 1.42 on these 64 validation scenes
+    assert all(r["rmse"] < 1.3 for r in rows)

@@ -10,7 +10,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from ...errors import UsageError, check_installed
-from ...models.bts import BTS, ENCODERS, TORCHVISION_CACHE, cached_torchvision_weights
+from ...models.bts import BTS, ENCODERS, STRIDE, TORCHVISION_CACHE, cached_torchvision_weights
 from ..base import Column, Task
 from .loss import silog_loss
 from .metrics import DepthMeter
@@ -82,16 +82,16 @@ class DepthTask(Task):
 
     def add_arguments(self, group: argparse._ArgumentGroup) -> None:
         group.add_argument("--encoder", choices=ENCODERS,
-                           help=f"depth: BTS's torchvision ResNet encoder (default: "
+                           help=f"BTS's torchvision ResNet encoder (default: "
                                 f"{ENCODER_DEFAULT}; the paper's: resnet50)")
         group.add_argument("--bts-size", type=int,
-                           help=f"depth: BTS decoder width F, a multiple of 16 >= 32 (default: "
+                           help=f"BTS decoder width F, a multiple of 16 >= 32 (default: "
                                 f"{BTS_SIZE_DEFAULT}; BTS's: 512)")
         group.add_argument("--max-depth", type=float,
-                           help=f"depth: largest depth in metres, the output scale and the "
+                           help=f"largest depth in metres, the output scale and the "
                                 f"evaluation cap (default: {MAX_DEPTH_DEFAULT:g}, NYU's)")
         group.add_argument("--encoder-weights", metavar="PATH",
-                           help=f"depth: initialise the encoder from a ResNet state dict at "
+                           help=f"initialise the encoder from a ResNet state dict at "
                                 f"PATH, or '{TORCHVISION_CACHE}' for torchvision's ImageNet "
                                 f"weights from its cache (never downloaded; default: random)")
 
@@ -171,7 +171,7 @@ class DepthTask(Task):
         ground truth has another resolution (NYU below 480 rows), resized to it bilinearly."""
         image = batch["image"]
         h, w = image.shape[-2:]
-        ph, pw = -h % 32, -w % 32
+        ph, pw = -h % STRIDE, -w % STRIDE
         if ph or pw:
             image = F.pad(image, (0, pw, 0, ph), mode="replicate")
         pred = model(image)[..., :h, :w]
@@ -187,7 +187,7 @@ class DepthTask(Task):
         """One image as the network sees it (NYU: the resized 4:3 frame, padded to 32)."""
         h = config["image_size"]
         w = h if _is_synthetic(config.get("data")) else round(h * 4 / 3)
-        return torch.zeros(1, 3, h + (-h % 32), w + (-w % 32), device=device)
+        return torch.zeros(1, 3, h + (-h % STRIDE), w + (-w % STRIDE), device=device)
 
     # ---- figures -------------------------------------------------------------------------------
 
