@@ -7,7 +7,8 @@ import torch
 
 from nyu_layout import write_nyu_layout
 from sapa.errors import UsageError
-from sapa.tasks.base import Meter, Task
+from sapa.tasks import available_tasks, get_task
+from sapa.tasks.base import Meter, Task, check_task
 from sapa.tasks.depth import TASK, DepthTask
 
 QUICK = {"data": "synthetic", "image_size": 32, "num_train": 4, "num_val": 3, "data_seed": 0}
@@ -26,6 +27,8 @@ def _batch(items):
 
 
 def test_contract():
+    assert get_task("depth") is TASK and "depth" in available_tasks()
+    check_task(TASK)
     assert isinstance(TASK, DepthTask) and isinstance(TASK, Task)
     assert TASK.name == "depth" and TASK.primary == "rmse" and TASK.lower_is_better
     assert [c.key for c in TASK.columns] == ["delta1", "delta2", "delta3", "abs_rel", "sq_rel",
