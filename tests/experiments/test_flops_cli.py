@@ -61,13 +61,14 @@ def test_markdown_through_the_cli(capsys):
 
 
 def test_sapa_b_matches_the_closed_form_of_its_ops(table):
-    # q = Pq LN(guide) at H'W', k = Pk LN(x) at HW (1x1 convolutions, C -> d), then the
-    # attention: d (scores) + C (assembly) multiply-adds per window point per output point
+    # q = Pq LN(guide) at H'W', k = Pk LN(x) at HW (1x1 projections, C -> d: matrix products
+    # on the norms' channels-last output), then the attention: d (scores) + C (assembly)
+    # multiply-adds per window point per output point
     d, k = 32, 5
     hw, out_hw = H * W, 4 * H * W
     row = table["sapa-b"]
     attention = out_hw * k * k * (d + C)
-    assert row.counted_ops == {"aten.convolution": 2 * (C * d * out_hw + C * d * hw),
+    assert row.counted_ops == {"aten.addmm": 2 * (C * d * out_hw + C * d * hw),
                                "sapa.attention": 2 * attention}
     assert row.macs == C * d * out_hw + C * d * hw + attention
     assert row.macs == (5 * C * d + 4 * k * k * d + 4 * k * k * C) * hw  # Table 1's form

@@ -10,13 +10,14 @@ from ..ops.functional import local_similarity, sapa_attention
 from ._inputs import check_guided, positive_int
 from .factory import register_upsampler
 from .norms import NORMS, build_norm
+from .pointwise import Pointwise
 
 VARIANTS = ("I", "B", "P", "G")
 DECODER_QUERY = ("table1", "official")
 
 
-def _proj(cin: int, cout: int, bias: bool) -> nn.Conv2d:
-    conv = nn.Conv2d(cin, cout, 1, bias=bias)
+def _proj(cin: int, cout: int, bias: bool) -> Pointwise:
+    conv = Pointwise(cin, cout, bias=bias)
     nn.init.trunc_normal_(conv.weight, std=0.02)  # as the official release
     if bias:
         nn.init.zeros_(conv.bias)

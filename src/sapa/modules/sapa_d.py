@@ -16,6 +16,7 @@ from ..ops.sampled import sampled_attention, sampled_similarity, sampling_locati
 from ._inputs import check_guided, positive_int
 from .factory import register_upsampler
 from .norms import NORMS, build_norm
+from .pointwise import Pointwise
 
 
 class SAPAD(nn.Module):
@@ -88,10 +89,10 @@ class SAPAD(nn.Module):
 
         self.norm_guide = build_norm(norm, guide_channels)
         self.norm_x = build_norm(norm, in_channels)
-        self.q = nn.Conv2d(guide_channels, groups * embed_dim, 1, bias=bias)
-        self.k = nn.Conv2d(in_channels, groups * embed_dim, 1, bias=bias)
+        self.q = Pointwise(guide_channels, groups * embed_dim, bias=bias)
+        self.k = Pointwise(in_channels, groups * embed_dim, bias=bias)
         offset_channels = 2 * groups * num_points * (scale_factor**2 if high_offset else 1)
-        self.offset = nn.Conv2d(in_channels, offset_channels, 1, bias=bias)
+        self.offset = Pointwise(in_channels, offset_channels, bias=bias)
         for conv in (self.q, self.k, self.offset):  # as the authors' _init_weights
             nn.init.normal_(conv.weight, std=0.02)
             if bias:
