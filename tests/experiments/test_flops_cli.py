@@ -123,6 +123,33 @@ def test_other_scales_leave_table1_out():
     assert rows[0].counted_ops["sapa.attention"] == 2 * 9 * H * W * 25 * (32 + C)
 
 
+def test_meta_counts_equal_a_real_forward(table):
+    """The counts are taken on the meta device; a real forward on real tensors counts the same."""
+    for name, row in table.items():
+        torch.manual_seed(0)
+        up = build_upsampler(name, C, guide_channels=C, scale_factor=2).eval()
+        x, guide = torch.randn(1, C, H, W), torch.randn(1, C, 2 * H, 2 * W)
+        with torch.no_grad(), torch.utils.flop_counter.FlopCounterMode(display=False) as counter:
+            up(x, guide)
+        counts = counter.get_flop_counts().get("Global", {})
+        ops = {str(op): int(n) for op, n in counts.items()}
+        assert (row.macs, row.counted_ops) == (counter.get_total_flops() // 2, ops), name
+        assert (row.params, row.weights) == flops.count_weights(up), name
+
+
+def test_huge_sizes_need_no_memory(capsys):
+    # indexnet-m2o at C = 100000 holds 68 C^2 = 6.8e11 weights (2.7 TB in float32): counted,
+    # never allocated
+    c = 100_000
+    rows, skipped = flops.run(["indexnet-m2o", "sapa-b"], c, 64, 64, 2)
+    assert skipped == {}
+    m2o, sapa_b = rows
+    assert m2o.weights == m2o.table1_weights == 68 * c * c
+    assert sapa_b.weights == 2 * c * 32 and sapa_b.macs == sapa_b.table1_macs
+    assert cli_main(["flops", "--channels", str(c), "--names", "indexnet-m2o"]) == 0
+    assert "680,000,000,000" in capsys.readouterr().out
+
+
 @pytest.mark.parametrize("argv", [["--channels", "0"], ["--height", "x"],
                                   ["--names", "no-such-upsampler"], ["--format", "html"]])
 def test_bad_arguments_are_refused(argv, capsys):

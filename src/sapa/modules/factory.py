@@ -10,6 +10,8 @@ from typing import Callable
 
 import torch.nn as nn
 
+from ._inputs import positive_int
+
 _REGISTRY: dict[str, Callable[..., nn.Module]] = {}
 # names whose modules need the guide (the encoder feature) in forward
 _GUIDED: set[str] = set()
@@ -53,8 +55,12 @@ def build_upsampler(name: str, in_channels: int, guide_channels: int | None = No
         name: one of ``list_upsamplers()``.
         in_channels: ``C`` of the decoder feature ``x``.
         guide_channels: ``Cg`` of the guide (default ``C``); ignored by guide-free upsamplers.
-        scale_factor: ``H' / H`` for upsamplers that do not take the size from the guide.
+        scale_factor: ``H' / H``, a positive int, checked for every upsampler. Guide-free
+            upsamplers upsample by it; the x2-only ones (``a2u``, ``indexnet-*``) refuse any
+            other value; ``sapa-d`` uses it with ``high_offset=True``; the other guided ones
+            (``sapa-i/b/p/g``, ``fade``) take their output size from the guide and do not use it.
         **kwargs: the upsampler's own options.
     """
     _check_name(name)
+    positive_int("scale_factor", scale_factor)
     return _REGISTRY[name](in_channels, guide_channels, scale_factor, **kwargs)

@@ -4,10 +4,10 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 
-from ..ops import _checks, _normalizers
+from ..ops import _checks, _normalizers, list_backends
 from ..ops._geometry import nearest_upsample
 from ..ops.functional import local_similarity, sapa_attention
-from ._inputs import check_guided, positive_int
+from ._inputs import check_backend, check_guided, positive_int
 from .factory import register_upsampler
 from .norms import NORMS, build_norm
 from .pointwise import Pointwise
@@ -93,6 +93,7 @@ class SAPA(nn.Module):
         _checks.check_choice("border", border, _checks.BORDERS)
         _checks.check_choice("norm", norm, NORMS)
         _checks.check_choice("decoder_query", decoder_query, DECODER_QUERY)
+        check_backend(backend, list_backends())
         if variant == "I" and guide_channels != in_channels:
             raise ValueError(
                 "variant 'I' compares LN(guide) with LN(x) directly and needs "
@@ -167,7 +168,9 @@ def _sapa_builder(variant):
     def build(in_channels, guide_channels=None, scale_factor=2, **kwargs):
         return SAPA(in_channels, guide_channels, variant=variant, **kwargs)
 
-    build.__doc__ = f"SAPA-{variant}: ``SAPA(in_channels, guide_channels, variant={variant!r}, **kwargs)``."
+    build.__doc__ = (f"SAPA-{variant}: ``SAPA(in_channels, guide_channels, variant={variant!r}, "
+                     "**kwargs)``; the output takes the guide's size, so ``scale_factor`` is not "
+                     "used.")
     return build
 
 
