@@ -122,7 +122,7 @@ class A2U(nn.Module):
         return local_assemble(self._kernels(guide), x, self.kernel_size, backend=self.backend)
 
 
-@register_upsampler("a2u", guided=True)
+@register_upsampler("a2u", guided=True, module=A2U)
 def a2u(in_channels, guide_channels=None, scale_factor=2, **kwargs):
     """A2U (Dai et al. CVPR 2021): ``A2U(in_channels, guide_channels, **kwargs)``; x2 only."""
     if scale_factor != 2 or isinstance(scale_factor, bool):

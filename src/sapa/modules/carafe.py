@@ -101,7 +101,7 @@ class CARAFE(FixedScaleUpsampler):
         return out.reshape(b, c, *out.shape[2:])
 
 
-@register_upsampler("carafe", guided=False)
+@register_upsampler("carafe", guided=False, module=CARAFE)
 def carafe(in_channels, guide_channels=None, scale_factor=2, **kwargs):
     """``CARAFE(in_channels, scale_factor, **kwargs)``; ``guide_channels`` is unused."""
     return CARAFE(in_channels, scale_factor, **kwargs)

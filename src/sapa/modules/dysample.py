@@ -134,7 +134,7 @@ class DySample(FixedScaleUpsampler):
         return self._sample(x, self._learned_offsets(x) + self.init_pos.to(x.dtype))
 
 
-@register_upsampler("dysample", guided=False)
+@register_upsampler("dysample", guided=False, module=DySample)
 def dysample(in_channels, guide_channels=None, scale_factor=2, **kwargs):
     """``DySample(in_channels, scale_factor, **kwargs)`` (``style``, ``groups``, ``dyscope``);
     ``guide_channels`` is unused."""

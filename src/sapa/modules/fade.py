@@ -114,7 +114,7 @@ class FADE(nn.Module):
         return g * guide + (1 - g) * up
 
 
-@register_upsampler("fade", guided=True)
+@register_upsampler("fade", guided=True, module=FADE)
 def fade(in_channels, guide_channels=None, scale_factor=2, **kwargs):
     """FADE (Lu et al. ECCV 2022): ``FADE(in_channels, guide_channels, **kwargs)``; the output
     takes the guide's size, so ``scale_factor`` is not used."""

@@ -175,4 +175,5 @@ def _sapa_builder(variant):
 
 
 for _v in VARIANTS:
-    register_upsampler(f"sapa-{_v.lower()}", guided=True)(_sapa_builder(_v))
+    register_upsampler(f"sapa-{_v.lower()}", guided=True, module=SAPA,
+                       fixed=("variant",))(_sapa_builder(_v))

@@ -157,7 +157,7 @@ class SAPAD(nn.Module):
                                  normalizer=self.normalizer, backend=self.backend)
 
 
-@register_upsampler("sapa-d", guided=True)
+@register_upsampler("sapa-d", guided=True, module=SAPAD)
 def sapa_d(in_channels, guide_channels=None, scale_factor=2, **kwargs):
     """SAPA-D: ``SAPAD(in_channels, guide_channels, scale_factor=scale_factor, **kwargs)``."""
     return SAPAD(in_channels, guide_channels, scale_factor=scale_factor, **kwargs)
