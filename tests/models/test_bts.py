@@ -70,6 +70,14 @@ def test_parameter_deltas_match_table4_at_resnet50_bts512():
     }
     assert got == {"bilinear": 0, "sapa-b": 159_104, "carafe": 411_280, "sapa-g": 161_924,
                    "sapa-g official": 252_164}
+    # the same through an upsampler spec, as `--upsamplers sapa-g:decoder_query=official` gives it
+    assert _params(_meta_bts("sapa-g:decoder_query=official", "resnet50", 512)) - base == 252_164
+
+
+def test_a_spec_configures_the_four_guided_stages_and_not_the_last():
+    model = BTS("sapa-b:kernel_size=3", "resnet18", bts_size=32)
+    assert [up.kernel_size for up in model.upsamplers()] == [3, 3, 3, 3]
+    assert type(model.upconv1.up).__name__ == "NearestUpsample"
 
 
 def test_reduction_stacks_are_btss_at_bts512_and_shrink_to_one_conv_when_narrow():
