@@ -10,7 +10,9 @@ lateral (the 1x1 projection of the backbone feature), so both have the FPN's wid
 
 Example::
 
-    model = torchvision.models.detection.fasterrcnn_resnet50_fpn(weights=None, weights_backbone=None)
+    from torchvision.models.detection import fasterrcnn_resnet50_fpn
+
+    model = fasterrcnn_resnet50_fpn(weights=None, weights_backbone=None)
     replace_fpn_upsampling(model, "sapa-b")          # model.backbone.fpn now upsamples with SAPA-B
     model.load_state_dict(checkpoint, strict=False)  # a checkpoint of the unmodified model loads
 
@@ -67,7 +69,8 @@ class UpsamplingFeaturePyramidNetwork(FeaturePyramidNetwork):
         self.upsamplers = upsamplers
 
     @classmethod
-    def from_fpn(cls, fpn: FeaturePyramidNetwork, upsampler: str, **kwargs) -> UpsamplingFeaturePyramidNetwork:
+    def from_fpn(cls, fpn: FeaturePyramidNetwork, upsampler: str,
+                 **kwargs) -> UpsamplingFeaturePyramidNetwork:
         """``fpn``'s blocks (shared, not copied) with a new ``upsampler`` per top-down step.
 
         Args:
@@ -148,7 +151,8 @@ def replace_fpn_upsampling(model_or_fpn: nn.Module, upsampler: str, **kwargs) ->
         raise ValueError(f"model_or_fpn ({type(model_or_fpn).__name__}) contains no "
                          "torchvision.ops.FeaturePyramidNetwork")
     # build every replacement before changing anything, so a bad option leaves the model as it was
-    new = [UpsamplingFeaturePyramidNetwork.from_fpn(fpn, upsampler, **kwargs) for _, _, fpn in sites]
+    new = [UpsamplingFeaturePyramidNetwork.from_fpn(fpn, upsampler, **kwargs)
+           for _, _, fpn in sites]
     for (parent, name, _), fpn in zip(sites, new):
         setattr(parent, name, fpn)
     return model_or_fpn

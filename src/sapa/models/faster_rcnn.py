@@ -56,19 +56,22 @@ def _load_backbone_weights(resnet: nn.Module, path: str) -> None:
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:
-        raise UsageError(f"--backbone-weights: cannot read {path} as a torch state dict ({exc})") from exc
+        raise UsageError(f"--backbone-weights: cannot read {path} as a torch state dict "
+                         f"({exc})") from exc
     if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
         state = state["state_dict"]
     if not isinstance(state, dict):
-        raise UsageError(f"--backbone-weights: {path} holds a {type(state).__name__}, not a state dict")
+        raise UsageError(f"--backbone-weights: {path} holds a {type(state).__name__}, "
+                         "not a state dict")
     own = resnet.state_dict()
     optional = ("num_batches_tracked",)
     missing = [k for k in own if k not in state and not k.endswith(optional)]
     unexpected = [k for k in state if k not in own and not k.endswith(optional)]
     wrong = [k for k in own if k in state and tuple(state[k].shape) != tuple(own[k].shape)]
     if missing or unexpected or wrong:
-        problems = [f"{what} {keys[:3]}{'...' if len(keys) > 3 else ''}" for what, keys in
-                    (("missing", missing), ("unexpected", unexpected), ("wrong shape", wrong)) if keys]
+        found = (("missing", missing), ("unexpected", unexpected), ("wrong shape", wrong))
+        problems = [f"{what} {keys[:3]}{'...' if len(keys) > 3 else ''}"
+                    for what, keys in found if keys]
         raise UsageError(f"--backbone-weights: {path} does not fit this torchvision ResNet: "
                          + "; ".join(problems))
     resnet.load_state_dict({k: v for k, v in state.items() if k in own}, strict=False)
@@ -97,8 +100,8 @@ def build_faster_rcnn(num_classes: int, upsampler: str, *, backbone: str = "resn
     tv = _torchvision()
     from torchvision.models.detection import FasterRCNN
     from torchvision.models.detection.anchor_utils import AnchorGenerator
-    from torchvision.models.detection.faster_rcnn import FastRCNNPredictor, TwoMLPHead
     from torchvision.models.detection.backbone_utils import BackboneWithFPN
+    from torchvision.models.detection.faster_rcnn import FastRCNNPredictor, TwoMLPHead
     from torchvision.ops.misc import FrozenBatchNorm2d
 
     from ..integrations.torchvision import replace_fpn_upsampling
@@ -110,8 +113,8 @@ def build_faster_rcnn(num_classes: int, upsampler: str, *, backbone: str = "resn
         if isinstance(val, bool) or not isinstance(val, int) or val < 1:
             raise ValueError(f"{name} must be a positive int, got {val!r}")
     pretrained = backbone_weights is not None
-    resnet = getattr(tv.models, backbone)(weights=None,
-                                          norm_layer=FrozenBatchNorm2d if pretrained else nn.BatchNorm2d)
+    norm = FrozenBatchNorm2d if pretrained else nn.BatchNorm2d
+    resnet = getattr(tv.models, backbone)(weights=None, norm_layer=norm)
     if pretrained:
         _load_backbone_weights(resnet, backbone_weights)
     # torchvision's rule: 3 trainable stages for a pretrained backbone, all 5 from scratch

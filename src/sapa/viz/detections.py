@@ -64,8 +64,9 @@ def plot_detections(images, targets, preds: dict, class_names, score_threshold: 
                             scores[keep], colors)
             if i == 0:
                 ax.set_title(name, fontsize=8)
-    fig.legend(handles=[Patch(color=colors[c], label=class_names[c]) for c in range(len(class_names))],
-               loc="outside lower center", ncol=min(len(class_names), 8), fontsize=8, frameon=False)
+    handles = [Patch(color=colors[c], label=name) for c, name in enumerate(class_names)]
+    fig.legend(handles=handles, loc="outside lower center", ncol=min(len(class_names), 8),
+               fontsize=8, frameon=False)
     if title:
         fig.suptitle(title, fontsize=10)
     return fig

@@ -119,9 +119,10 @@ def index_coco(data: dict, source: str, split: str) -> CocoIndex:
     anns_of: dict[int, list[dict]] = {k: [] for k in images}
     ann_ids: set = set()
     for i, a in enumerate(data["annotations"]):
-        where = f"annotations[{i}] (id {a.get('id')!r})" if isinstance(a, dict) else f"annotations[{i}]"
+        where = f"annotations[{i}]" + (f" (id {a.get('id')!r})" if isinstance(a, dict) else "")
         _need(isinstance(a, dict) and "id" in a and "image_id" in a and "category_id" in a
-              and "bbox" in a, source, f"{where} must have 'id', 'image_id', 'category_id' and 'bbox'")
+              and "bbox" in a, source,
+              f"{where} must have 'id', 'image_id', 'category_id' and 'bbox'")
         _need(a["id"] not in ann_ids, source, f"{where}: annotation id {a['id']!r} appears twice")
         ann_ids.add(a["id"])
         _need(a["image_id"] in images, source, f"{where}: unknown image_id {a['image_id']!r}")

@@ -31,7 +31,8 @@ def _pycocotools():
         from pycocotools.coco import COCO
         from pycocotools.cocoeval import COCOeval
     except ImportError as exc:
-        raise ImportError("COCO evaluation needs pycocotools: pip install 'sapa[detection]'") from exc
+        raise ImportError("COCO evaluation needs pycocotools: "
+                          "pip install 'sapa[detection]'") from exc
     return COCO, COCOeval
 
 

@@ -23,14 +23,14 @@ Annotations are COCO's: ``bbox`` ``[x, y, w, h]`` and ``area`` of the *visible* 
 (``pycocotools.mask.toBbox`` / ``area``), its ``segmentation`` as compressed RLE,
 ``iscrowd = 0``; category ids are non-contiguous (``CATEGORIES``), as COCO's are. Training
 images are cut from the top three quarters of every photograph and validation images from the
-bottom quarter (``sapa.tasks._photos``). Generation is deterministic in ``seed``; image ``i``
+bottom quarter (``sapa.tasks.photos``). Generation is deterministic in ``seed``; image ``i``
 does not depend on how many images are drawn.
 """
 from __future__ import annotations
 
 import numpy as np
 
-from .._photos import SPLITS, photo, random_crop, split_rows
+from ..photos import SPLITS, load_photo, random_crop, split_rows
 
 # (COCO category id, name, silhouette, texture photograph, tint or None for the photo's colours)
 CATEGORIES = (
@@ -50,7 +50,6 @@ OBJECTS_PER_IMAGE = (2, 6)
 MIN_VISIBLE = {"small": 0.5, "medium": 0.5, "large": 0.8}
 PLACEMENT_TRIES = 20
 MAX_SIDE = 0.95  # of the image side
-VAL_FRACTION = 0.25  # of every photograph's rows: the validation images' source
 
 
 def _need_pycocotools() -> ImportError:
@@ -91,7 +90,7 @@ def _polygon_area(pts: np.ndarray) -> float:
 
 def _horse_mask() -> np.ndarray:
     """The scikit-image horse silhouette, cropped to its bounding box (bool)."""
-    horse = ~np.asarray(photo("horse")[..., 0] > 0.5)
+    horse = ~np.asarray(load_photo("horse")[..., 0] > 0.5)
     rows, cols = np.nonzero(horse)
     return horse[rows.min() : rows.max() + 1, cols.min() : cols.max() + 1]
 
@@ -129,7 +128,7 @@ def _silhouette(rng, shape: str, area: float, max_side: int) -> np.ndarray:
 def _texture(rng, name: str, tint, size: int, split: str) -> np.ndarray:
     """``size x size x 3`` crop of photograph ``name`` (tinted grey when ``tint`` is given),
     with jittered contrast, brightness and channel gains."""
-    tex = random_crop(rng, split_rows(photo(name), split, VAL_FRACTION), size, zoom=rng.uniform(0.75, 1.5))
+    tex = random_crop(rng, split_rows(load_photo(name), split), size, zoom=rng.uniform(0.75, 1.5))
     if tint is not None:
         tex = tex.mean(-1, keepdims=True) * np.asarray(tint, dtype=np.float32) / 0.7
     tex = (tex - tex.mean()) * rng.uniform(0.7, 1.3) + tex.mean() * rng.uniform(0.85, 1.15)
@@ -167,8 +166,8 @@ def make_image(rng: np.random.Generator, size: int, split: str = "train"):
         ``(image, objects)``: ``size x size x 3`` float32 in [0, 1]; a list of
         ``(category index into CATEGORIES, visible bool mask size x size)``.
     """
-    image = random_crop(rng, split_rows(photo(BACKGROUNDS[rng.integers(len(BACKGROUNDS))]), split, VAL_FRACTION),
-                        size, zoom=rng.uniform(1.0, 2.5))
+    background = load_photo(BACKGROUNDS[rng.integers(len(BACKGROUNDS))])
+    image = random_crop(rng, split_rows(background, split), size, zoom=rng.uniform(1.0, 2.5))
     for _ in range(int(rng.integers(0, 4))):  # distractors: textures without a silhouette
         _, _, _, tex, tint = CATEGORIES[rng.integers(len(CATEGORIES))]
         m = _blob(rng, size)
@@ -269,7 +268,8 @@ def generate(split: str, num_images: int, size: int = 160, seed: int = 0):
     return coco, pixels
 
 
-def write_coco_layout(root: str, num_train: int, num_val: int, size: int = 160, seed: int = 0) -> str:
+def write_coco_layout(root: str, num_train: int, num_val: int, size: int = 160,
+                      seed: int = 0) -> str:
     """Write the generated set to ``root`` in the COCO 2017 layout (``train2017/``,
     ``val2017/`` PNGs and ``annotations/instances_{train,val}2017.json``), the layout
     ``sapa compare --task detection --data`` reads; returns ``root``."""

@@ -113,7 +113,8 @@ class DetectionTask(Task):
                 raise UsageError(f"--backbone-weights: no such file {weights}")
             weights = os.path.abspath(weights)
         data = settings.get("data") or "synthetic"
-        size, num_train, num_val = settings["image_size"], settings["num_train"], settings["num_val"]
+        size = settings["image_size"]
+        num_train, num_val = settings["num_train"], settings["num_val"]
         if data != "synthetic":
             if not os.path.isdir(data):
                 raise UsageError(f"--data must be 'synthetic' or a folder in the COCO 2017 layout, "
@@ -132,7 +133,8 @@ class DetectionTask(Task):
         for key, n in (("num_train", num_train), ("num_val", num_val)):
             if n is not None and (isinstance(n, bool) or not isinstance(n, int) or n < 1):
                 raise UsageError(f"--{key.replace('_', '-')} must be a positive int, got {n!r}")
-        check_installed("torchvision", "pycocotools", needed_for="--task detection", extra="detection")
+        check_installed("torchvision", "pycocotools", needed_for="--task detection",
+                        extra="detection")
         if data == "synthetic":
             check_installed("skimage", "sklearn", needed_for="the generated detection set",
                             extra="experiments")
@@ -146,9 +148,9 @@ class DetectionTask(Task):
         if config["data"] == "synthetic":
             sets = []
             for split, key in (("train", "num_train"), ("val", "num_val")):
-                n = config[key]
-                ann, pixels = synthetic.generate(split, n, config["image_size"], config["data_seed"])
-                source = f"generated {split} set ({n} images, {config['image_size']} px, seed {config['data_seed']})"
+                n, size, seed = config[key], config["image_size"], config["data_seed"]
+                ann, pixels = synthetic.generate(split, n, size, seed)
+                source = f"generated {split} set ({n} images, {size} px, seed {seed})"
                 sets.append(coco.in_memory(ann, pixels, source, split))
             return sets[0], sets[1]
         return (coco.coco_folder(config["data"], "train", config["num_train"]),

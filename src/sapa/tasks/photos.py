@@ -1,8 +1,10 @@
-"""Photographs that ship inside scikit-image and scikit-learn, for the generated data sets of
-every task (no download), and the ImageNet input normalisation.
+"""Photographs that ship inside scikit-image and scikit-learn: the raw material of the generated
+data sets (segmentation textures and layouts, depth-scene textures), with no download.
 
-Names are scikit-image ``skimage.data`` functions (``"astronaut"``) or ``"sklearn:<file>"`` for
-``sklearn.datasets.load_sample_image`` (``"sklearn:china.jpg"``).
+A name is a ``skimage.data`` function (``"brick"``, ``"astronaut"``) or ``"sklearn:<file>"``
+for ``sklearn.datasets.load_sample_image`` (``"sklearn:china.jpg"``). Generated sets split
+their source photographs by rows (``split_rows``) so that no source pixel is shared between
+training and validation.
 """
 from __future__ import annotations
 
@@ -11,10 +13,11 @@ import functools
 import numpy as np
 import torch
 
+VAL_FRACTION = 0.25
+SPLITS = ("train", "val")
 # ImageNet statistics: the usual input normalisation (and what pretrained backbones expect)
 MEAN = (0.485, 0.456, 0.406)
 STD = (0.229, 0.224, 0.225)
-SPLITS = ("train", "val")
 
 
 def need_experiments_extra() -> ImportError:
@@ -22,9 +25,11 @@ def need_experiments_extra() -> ImportError:
                        "pip install 'sapa[experiments]'")
 
 
-@functools.lru_cache(maxsize=None)
-def photo(name: str) -> np.ndarray:
-    """The photograph ``name`` as ``H x W x 3`` float32 in [0, 1] (grey ones repeated to RGB)."""
+@functools.cache
+def load_photo(name: str) -> np.ndarray:
+    """The photograph ``name`` as ``H x W x 3`` float32 in [0, 1] (grey ones as RGB).
+
+    The array is cached and shared: do not write into it."""
     try:
         from skimage import color, data
         from sklearn.datasets import load_sample_image
@@ -38,9 +43,8 @@ def photo(name: str) -> np.ndarray:
     return (img / 255.0 if img.dtype == np.uint8 else img).astype(np.float32)
 
 
-def split_rows(img: np.ndarray, split: str, val_fraction: float) -> np.ndarray:
-    """The top ``1 - val_fraction`` of the rows for ``"train"``, the rest for ``"val"``: a
-    spatial split, so the two never share a source pixel."""
+def split_rows(img: np.ndarray, split: str, val_fraction: float = VAL_FRACTION) -> np.ndarray:
+    """The top ``1 - val_fraction`` of ``img``'s rows for ``"train"``, the rest for ``"val"``."""
     if split not in SPLITS:
         raise ValueError(f"split must be one of {list(SPLITS)}, got {split!r}")
     cut = int(round(img.shape[0] * (1 - val_fraction)))
@@ -48,8 +52,8 @@ def split_rows(img: np.ndarray, split: str, val_fraction: float) -> np.ndarray:
 
 
 def random_crop(rng: np.random.Generator, img: np.ndarray, size: int, zoom: float) -> np.ndarray:
-    """A ``size x size`` view of a ``zoom * size`` square crop (random flips), resized
-    (bilinear, antialiased when shrinking): ``size x size x 3`` float32."""
+    """A ``size x size`` view of a ``zoom * size`` square crop of ``img`` (random flips),
+    resized bilinearly (antialiased when shrinking): ``size x size x 3`` float32."""
     side = min(int(round(size * zoom)), img.shape[0], img.shape[1])
     y = rng.integers(0, img.shape[0] - side + 1)
     x = rng.integers(0, img.shape[1] - side + 1)
@@ -62,10 +66,3 @@ def random_crop(rng: np.random.Generator, img: np.ndarray, size: int, zoom: floa
     t = torch.nn.functional.interpolate(t, size=(size, size), mode="bilinear",
                                         align_corners=False, antialias=side > size)
     return t[0].permute(1, 2, 0).numpy()
-
-
-def normalize(image: torch.Tensor) -> torch.Tensor:
-    """``(image - MEAN) / STD`` over the channel axis of ``... x 3 x H x W`` values in [0, 1]."""
-    mean = torch.tensor(MEAN, dtype=image.dtype, device=image.device).view(3, 1, 1)
-    std = torch.tensor(STD, dtype=image.dtype, device=image.device).view(3, 1, 1)
-    return (image - mean) / std
