@@ -50,6 +50,11 @@ def test_fpn_shares_blocks_and_builds_one_upsampler_per_step():
     assert new.training == fpn.training
 
 
+def test_upsampler_specs_with_options():
+    new = replace_fpn_upsampling(FeaturePyramidNetwork([8, 16, 32], 16), "sapa-b:kernel_size=3")
+    assert all(u.kernel_size == 3 for u in new.upsamplers)
+
+
 def test_upsampler_sees_coarser_map_as_x_and_finer_lateral_as_guide():
     calls = []
 

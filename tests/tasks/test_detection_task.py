@@ -124,6 +124,11 @@ def test_model_loss_predict_and_meter(datasets, upsampler):
         assert len(model(TASK.example_input(config, torch.device("cpu")))) == 1
 
 
+def test_upsampler_spec_reaches_every_fpn_step(datasets):
+    model = TASK.build_model(_config(), "sapa-g:embed_dim=8", datasets[0])
+    assert [u.q.out_channels for u in model.backbone.fpn.upsamplers] == [8, 8, 8]
+
+
 def test_figures(datasets, tmp_path):
     _, val = datasets
     config = _config()

@@ -76,7 +76,8 @@ class UpsamplingFeaturePyramidNetwork(FeaturePyramidNetwork):
         Args:
             fpn: a torchvision ``FeaturePyramidNetwork`` (or one of this class: its upsamplers
                 are replaced).
-            upsampler: a name of ``sapa.list_upsamplers()``.
+            upsampler: a name of ``sapa.list_upsamplers()`` or a spec with options
+                (``"sapa-b:kernel_size=7"``), as ``sapa.build_upsampler`` takes.
             **kwargs: the upsampler's own options (``kernel_size``, ``embed_dim``, ...).
         """
         if not isinstance(fpn, FeaturePyramidNetwork):
@@ -128,9 +129,9 @@ def replace_fpn_upsampling(model_or_fpn: nn.Module, upsampler: str, **kwargs) ->
 
     Args:
         model_or_fpn: a ``FeaturePyramidNetwork`` or a model containing one or more.
-        upsampler: a name of ``sapa.list_upsamplers()``; one module per top-down step, each
-            ``build_upsampler(upsampler, C, C, scale_factor=2, **kwargs)`` with ``C`` the FPN
-            width, on the FPN's device and dtype.
+        upsampler: a name of ``sapa.list_upsamplers()`` or a spec (``"sapa-b:kernel_size=7"``);
+            one module per top-down step, each ``build_upsampler(upsampler, C, C,
+            scale_factor=2, **kwargs)`` with ``C`` the FPN width, on the FPN's device and dtype.
         **kwargs: the upsampler's own options.
 
     Returns:
