@@ -97,7 +97,7 @@ def test_data_in_coco_layout(tmp_path, one_thread):
     assert not os.path.exists(os.path.join(bad, "runs"))
 
 
-@pytest.mark.slow  # ~2.5 min on the loaded 2-core machine: resnet18 checkpoints every step
+@pytest.mark.slow  # ~35 s (2-core machine, load 4): a subprocess, resnet18 checkpoints every step
 def test_resume_after_sigkill_gives_the_same_rows(tmp_path, one_thread):
     out = str(tmp_path / "killed")
     argv = [*TINY, "--iters", "8", "--eval-every", "4", "--ckpt-every", "1", "--no-figures",
@@ -131,7 +131,7 @@ def test_resume_after_sigkill_gives_the_same_rows(tmp_path, one_thread):
         assert after[1][k] == ref_row[k] or (after[1][k] != after[1][k] and ref_row[k] != ref_row[k]), k
 
 
-@pytest.mark.slow  # ~1 min: two processes import torchvision and build Faster R-CNN
+@pytest.mark.slow  # ~26 s (load 4): two processes import torchvision and build Faster R-CNN
 def test_two_cpu_processes_match_one(tmp_path):
     out = str(tmp_path / "ddp")
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
