@@ -10,14 +10,14 @@ Each ``size x size`` image is made in three steps:
 2. **Objects** (2-6 per image): each of ``CATEGORIES`` has its own silhouette (disc, box,
    triangle, the scikit-image horse, star: random aspect, rotation and flips) and its own
    texture (a crop of a scikit-image photograph, tinted, with jittered contrast, brightness and
-   channel gains). Sizes are drawn per **scale** with COCO's area thresholds in pixels
-   (small: area < 32², medium: 32²-96², large: > 96², at most one large object per image),
-   so that AP_S, AP_M and AP_L all mean something at the default image size (160 px; a large
-   object then covers much of the image, as large COCO objects do).
+   channel gains). Silhouette areas are drawn per **scale** with COCO's area thresholds in
+   pixels (``SCALES``: small < 32², medium 32²-96², large > 96², at most one large object per
+   image), so that AP_S, AP_M and AP_L all mean something at the default image size (160 px;
+   a large object then covers much of the image, as large COCO objects do).
 3. **Occlusion**: objects are pasted one after the other; a placement is kept only if every
    object stays at least ``MIN_VISIBLE`` visible (half of it; 80% for a large one, so that it
-   stays large; the image border counts as an occluder),
-   else it is retried elsewhere (and dropped after ``PLACEMENT_TRIES``).
+   stays large; the image border counts as an occluder), else it is retried elsewhere (and
+   dropped after ``PLACEMENT_TRIES``).
 
 Annotations are COCO's: ``bbox`` ``[x, y, w, h]`` and ``area`` of the *visible* mask
 (``pycocotools.mask.toBbox`` / ``area``), its ``segmentation`` as compressed RLE,
