@@ -8,6 +8,8 @@ import pytest
 import torch
 
 from sapa.errors import UsageError
+from sapa.tasks import available_tasks, get_task
+from sapa.tasks.base import Meter, check_task
 from sapa.tasks.detection import TASK
 from sapa.tasks.detection.evaluation import STATS
 from sapa.tasks.detection.synthetic import write_coco_layout
@@ -46,6 +48,12 @@ def _config(argv=(), **kw):
 @pytest.fixture(scope="module")
 def datasets():
     return TASK.build_datasets(_config())
+
+
+def test_registered_and_fills_the_contract(datasets):
+    assert get_task("detection") is TASK and "detection" in available_tasks()
+    check_task(TASK)
+    assert isinstance(TASK.make_meter(_config(), datasets[1]), Meter)
 
 
 def test_resolve_defaults_and_options(tmp_path):
