@@ -5,6 +5,7 @@ cuda`` without a GPU, a full disk, unreadable checkpoints, hand-edited rows, Ctr
 and how to resume), errors raised in data-loader workers, nothing to evaluate, a diverged loss.
 
 Most tests use the fake task (``fake_task.py``: a few milliseconds per run)."""
+import io
 import json
 import os
 import resource
@@ -185,7 +186,7 @@ def test_ctrl_c_in_a_real_process_prints_how_to_resume(tmp_path):
         assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
         time.sleep(0.01)
     proc.send_signal(signal.SIGINT)
-    stdout, stderr = proc.communicate(timeout=60)
+    _, stderr = proc.communicate(timeout=60)
     assert proc.returncode == 130, stderr
     assert "Traceback" not in stderr
     assert stderr.splitlines()[-1].strip().endswith(f"--out {out} --resume")
@@ -254,15 +255,14 @@ def test_a_full_disk_is_one_line_naming_the_file(tmp_path):
 
 def test_write_errors_name_the_file():
     with pytest.raises(UsageError, match=r"cannot write /x/results.json: no space left on the "
-                                         r"device \(\[Errno 28\]\); free some space"):
-        with files.write_errors("/x/results.json"):
-            raise OSError(28, "No space left on device")
-    with pytest.raises(FileNotFoundError):  # not the user's disk: a bug, unchanged
-        with files.write_errors("/x/results.json"):
-            raise FileNotFoundError(2, "No such file or directory")
-    with pytest.raises(RuntimeError, match="something else"):
-        with files.write_errors("/x/c.pt"):
-            raise RuntimeError("something else")
+                                         r"device \(\[Errno 28\]\); free some space"), \
+            files.write_errors("/x/results.json"):
+        raise OSError(28, "No space left on device")
+    # not the user's disk: a bug, unchanged
+    with pytest.raises(FileNotFoundError), files.write_errors("/x/results.json"):
+        raise FileNotFoundError(2, "No such file or directory")
+    with pytest.raises(RuntimeError, match="something else"), files.write_errors("/x/c.pt"):
+        raise RuntimeError("something else")
 
 
 def _interrupted_run(out, fake, monkeypatch):
@@ -287,7 +287,8 @@ def _interrupted_run(out, fake, monkeypatch):
 def test_unreadable_checkpoints_on_resume_name_the_file(tmp_path, fake, capsys, monkeypatch):
     out = str(tmp_path / "o")
     ckpt = _interrupted_run(out, fake, monkeypatch)
-    good = open(ckpt, "rb").read()
+    with open(ckpt, "rb") as f:
+        good = f.read()
     foreign = tmp_path / "foreign.pt"
     torch.save({"state_dict": {"w": torch.zeros(2)}}, foreign)
     cases = ((b"", "cannot be read"), (good[: len(good) // 2], "cannot be read"),
@@ -300,7 +301,7 @@ def test_unreadable_checkpoints_on_resume_name_the_file(tmp_path, fake, capsys, 
         err = _one_line_error(capsys)
         assert ckpt in err and match in err and "delete it to restart this run" in err
     # another run's checkpoint in this run's folder
-    other = torch.load(io_bytes(good), weights_only=False)
+    other = torch.load(io.BytesIO(good), weights_only=False)
     other["seed"] = 7
     torch.save(other, ckpt)
     assert _main(*FAKE, "--out", out, "--resume") == 2
@@ -310,17 +311,12 @@ def test_unreadable_checkpoints_on_resume_name_the_file(tmp_path, fake, capsys, 
     assert _main(*FAKE, "--out", out, "--resume") == 0
 
 
-def io_bytes(data):
-    import io
-
-    return io.BytesIO(data)
-
-
 def test_hand_edited_rows_name_the_row(tmp_path, fake, capsys):
     out = str(tmp_path / "o")
     assert _main(*FAKE, "--out", out) == 0
     path = os.path.join(out, "results.json")
-    good = json.load(open(path))
+    with open(path) as f:
+        good = json.load(f)
     edits = (
         (lambda r: r.update(median_err="0.26x"), "row 1 (nearest seed 0): 'median_err' must be "
                                                  "a finite number, got '0.26x'"),
@@ -367,6 +363,11 @@ class _NothingMeter(fake_task.MedianErrorMeter):
         raise ValueError("no validation image was evaluated")
 
 
+class _NanSecondMeter(fake_task.MedianErrorMeter):
+    def compute(self):
+        return {**super().compute(), "mean_err": float("nan")}
+
+
 class _NanMeter(fake_task.MedianErrorMeter):
     def compute(self):
         return {**super().compute(), "median_err": float("nan")}
@@ -380,7 +381,16 @@ def test_nothing_to_evaluate_and_undefined_metrics_are_errors_not_nan(tmp_path, 
     assert "the validation set gives nothing to evaluate (no validation image was evaluated)" in err
     monkeypatch.setattr(fake, "make_meter", lambda config, val_set: _NanMeter())
     assert _main(*FAKE, "--out", str(tmp_path / "b")) == 2
-    assert "the validation metrics median_err=nan are undefined" in _one_line_error(capsys)
+    assert "the validation metric median_err=nan is undefined" in _one_line_error(capsys)
+    # another column than the primary may be undefined on the data: null in the row, — in
+    # the table, left out of its statistics
+    monkeypatch.setattr(fake, "make_meter", lambda config, val_set: _NanSecondMeter())
+    assert _main("--task", "fake", "--no-figures", "--out", str(tmp_path / "c")) == 0
+    rows = _rows(str(tmp_path / "c"))
+    assert all(r["mean_err"] is None and r["median_err"] > 0 for r in rows)
+    md = (tmp_path / "c" / "results.md").read_text()
+    assert "| nearest | 2 | " in md and " | — | " in md
+    assert "mean err. (lower is better)" not in md  # no difference to conclude on
     for out in (tmp_path / "a", tmp_path / "b"):  # the checkpoints (step 1) are kept, no lock
         assert sorted(os.listdir(out)) == ["results.json", "results.md", "runs"]
         assert _rows(str(out)) == []

@@ -54,7 +54,8 @@ def test_blocks_are_generated_from_the_results_file(tmp_path, tiny_results, fake
     text = readme.read_text()
     assert text.startswith("# title\n\ntext before\n\n<!-- sapa-results:")
     assert text.endswith("<!-- /sapa-results -->\n\ntext after\n")
-    data = json.load(open(tiny_results))
+    with open(tiny_results) as f:
+        data = json.load(f)
     assert f"`{data['command']}`" in text and "seeds 0 1 2" in text
     # every row's metric reaches the table through the means, as results.md shows them
     for name in ("nearest", "bilinear"):
@@ -110,7 +111,10 @@ def test_the_repository_docs_are_generated_from_committed_results(capsys):
     docs = readme_tables.default_files(REPO)
     assert os.path.join(REPO, "README.md") in docs
     assert readme_tables.main(["--check", *docs]) == 0, capsys.readouterr().err
-    blocks = sum(open(p).read().count("<!-- sapa-results: ") for p in docs)
+    blocks = 0
+    for path in docs:
+        with open(path) as f:
+            blocks += f.read().count("<!-- sapa-results: ")
     assert blocks >= 1  # the segmentation results, at least
 
 

@@ -112,3 +112,17 @@ def test_markdown_shows_intervals_noise_marks_and_directions():
     md = results.results_markdown({"config": {"task": "t"}, "rows": rows, "summary": summary},
                                   cols)
     assert "## Differences to bilinear" in md and "Student's t" in md
+
+
+def test_undefined_values_are_left_out():
+    rows = [_row("a", 0, 0.5), _row("a", 1, None), _row("a", 2, 0.7),
+            _row("b", 0, 0.6), _row("b", 1, 0.9), _row("b", 2, 0.8), _row("c", 0, None)]
+    m = stats.metric_summary(rows, "b", "a", "miou")
+    assert m["n"] == 3 and m["pairs"] == 2 and m["diff"] == pytest.approx(0.1)  # seeds 0 and 2
+    c = stats.metric_summary(rows, "c", "a", "miou")
+    assert c["n"] == 0 and c["mean"] is None and c["std"] is None and c["diff"] is None
+    table = results.markdown_table(rows, (Column("miou", "mIoU", 100.0, 1),))
+    assert "| a | 3 | 60.0 ± 14.1 (n=2) |" in table and "| c | 1 | — |" in table
+    with pytest.raises(results.UsageError, match="'miou' must be a finite number, got None"):
+        results.check_rows(rows, (Column("miou", "mIoU"),), primary="miou")
+    results.check_rows(rows, (Column("miou", "mIoU"),), primary="err")

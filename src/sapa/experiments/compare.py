@@ -25,6 +25,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import glob
+import math
 import numbers
 import os
 import shlex
@@ -295,7 +296,7 @@ def _prepare_out(settings) -> tuple[list, float]:
         if diff:
             raise UsageError("--resume: this command's settings differ from those of the "
                              f"comparison in {out}: " + "; ".join(diff))
-        check_rows(rows, task.columns, path)
+        check_rows(rows, task.columns, path, task.primary)
     done = {(r["upsampler"], r["seed"]) for r in rows}
     for u in settings["upsamplers"]:
         for s in settings["seeds"]:
@@ -325,8 +326,8 @@ def _row(task: Task, upsampler: str, seed: int, final: dict, model, example, ctx
     clash = sorted(set(metrics) & set(ROW_KEYS))
     if clash:
         raise TypeError(f"task {task.name!r}: metric names {clash} clash with the row's own keys")
-    floats = {k: float(v) for k, v in metrics.items()
-              if isinstance(v, numbers.Real) and not isinstance(v, bool)}
+    floats = {k: float(v) if math.isfinite(v) else None  # NaN: undefined on these data
+              for k, v in metrics.items() if isinstance(v, numbers.Real) and not isinstance(v, bool)}
     missing = [c.key for c in task.columns if c.key not in floats]
     if missing:
         raise TypeError(f"task {task.name!r}: the meter computed no float for columns {missing}")

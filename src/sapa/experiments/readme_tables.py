@@ -64,7 +64,7 @@ def render(data: dict, show: tuple[str, ...] = PARTS, source: str = "results.jso
     rows, cols = data["rows"], task.columns
     if not rows:
         raise UsageError(f"{source} has no rows: nothing to tabulate")
-    check_rows(rows, cols, source)
+    check_rows(rows, cols, source, task.primary)
     base = (data.get("summary") or {}).get("baseline")
     summary = stats.summarize(rows, [c.key for c in cols], base)
     out = []

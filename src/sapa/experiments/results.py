@@ -63,11 +63,12 @@ def _real(v) -> bool:
     return isinstance(v, numbers.Real) and not isinstance(v, bool) and math.isfinite(v)
 
 
-def check_rows(rows: list, columns, path: str = RESULTS_JSON) -> None:
+def check_rows(rows: list, columns, path: str = RESULTS_JSON, primary: str | None = None) -> None:
     """``UsageError`` naming ``path`` and the row unless every row has an ``upsampler``
-    (a non-empty string), a ``seed`` (an int >= 0), a finite number for every column's key,
-    ``params`` and ``flops`` (ints >= 0) and ``train_s`` (a number >= 0), and no
-    ``(upsampler, seed)`` appears twice: what a hand-edited file may get wrong."""
+    (a non-empty string), a ``seed`` (an int >= 0), for every column's key a finite number
+    (or ``None``: undefined on the data, except for the ``primary`` metric), ``params`` and
+    ``flops`` (ints >= 0) and ``train_s`` (a number >= 0), and no ``(upsampler, seed)``
+    appears twice: what a hand-edited file may get wrong."""
     seen = set()
     for i, r in enumerate(rows, 1):
         where = f"{path}: row {i}"
@@ -82,8 +83,9 @@ def check_rows(rows: list, columns, path: str = RESULTS_JSON) -> None:
         if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
             problems.append(f"'seed' must be an int >= 0, got {seed!r}")
         for c in columns:
-            if not _real(r.get(c.key)):
-                problems.append(f"{c.key!r} must be a finite number, got {r.get(c.key)!r}")
+            v = r.get(c.key)
+            if not (_real(v) or (v is None and c.key in r and c.key != primary)):
+                problems.append(f"{c.key!r} must be a finite number, got {v!r}")
         for key in ("params", "flops"):
             v = r.get(key)
             if isinstance(v, bool) or not isinstance(v, int) or v < 0:
@@ -134,12 +136,12 @@ def source_revision() -> str | None:
     here = os.path.dirname(os.path.abspath(__file__))
     try:
         rev = subprocess.run(["git", "rev-parse", "HEAD"], cwd=here, capture_output=True,
-                             text=True, timeout=10)
+                             text=True, timeout=10, check=False)
         if rev.returncode:
             return None
         dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", "."],
                                cwd=os.path.dirname(here), capture_output=True, text=True,
-                               timeout=10)
+                               timeout=10, check=False)
     except (OSError, subprocess.SubprocessError):
         return None
     return rev.stdout.strip() + ("+dirty" if dirty.stdout.strip() else "")
@@ -182,17 +184,23 @@ def markdown_table(rows: list[dict], columns, order: list[str] | None = None,
     lines = ["| " + " | ".join(head) + " |", "|---|" + "---:|" * (len(head) - 1)]
     best = {}
     for c in columns:
-        means = [round(s[c.key]["mean"] * c.scale, c.digits) for s in per.values()]
-        if len(per) > 1:
+        means = [round(s[c.key]["mean"] * c.scale, c.digits) for s in per.values()
+                 if s[c.key]["mean"] is not None]
+        if len(per) > 1 and means:
             best[c.key] = min(means) if c.lower_is_better else max(means)
     for name, s in per.items():
         rs = [r for r in rows if r["upsampler"] == name]
         cells = [_cell(name), str(len(rs))]
         for c in columns:
-            text = _num(s[c.key]["mean"], c)
-            if best.get(c.key) == round(s[c.key]["mean"] * c.scale, c.digits):
+            m = s[c.key]
+            if m["mean"] is None:
+                cells.append("—")  # undefined on these data for every seed
+                continue
+            text = _num(m["mean"], c)
+            if best.get(c.key) == round(m["mean"] * c.scale, c.digits):
                 text = f"**{text}**"
-            cells.append(f"{text} ± {_num(s[c.key]['std'], c)}")
+            cells.append(f"{text} ± {_num(m['std'], c)}" + ("" if m["n"] == len(rs) else
+                                                            f" (n={m['n']})"))
         t = stats.metric_summary(rows, name, name, "train_s")
         cells += [f"{rs[0]['params']:,}", f"{rs[0]['flops'] / 1e9:.3f}",
                   f"{t['mean']:.0f} ± {t['std']:.0f}"]
@@ -274,7 +282,8 @@ def results_markdown(data: dict, columns, order: list[str] | None = None, note: 
     parts = [f"# sapa compare --task {cfg.get('task', '?')}", "",
              markdown_table(rows, columns, order, summary), "",
              (note + " " if note else "") +
-             "Mean ± sample standard deviation over seeds; bold: the best mean of the column. "
+             "Mean ± sample standard deviation over seeds (over n of them where a metric is "
+             "undefined for the others; —: undefined for all); bold: the best mean of the column. "
              "GFLOPs: one forward pass of one input (`torch.utils.flop_counter`, 2 FLOPs per "
              "multiply-add). train s: wall-clock training time of one run (evaluation "
              "excluded), on the machine below.", ""]

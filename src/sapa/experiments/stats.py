@@ -57,7 +57,9 @@ def paired_interval(diffs: Sequence[float], confidence: float = CONFIDENCE
 
 
 def _values(rows: Iterable[dict], upsampler: str, key: str) -> dict[int, float]:
-    return {r["seed"]: float(r[key]) for r in rows if r["upsampler"] == upsampler}
+    """Seed -> value of ``key`` for ``upsampler``'s rows where it is defined (not ``None``)."""
+    return {r["seed"]: float(r[key]) for r in rows
+            if r["upsampler"] == upsampler and r.get(key) is not None}
 
 
 def metric_summary(rows: list[dict], upsampler: str, baseline: str, key: str,
@@ -65,18 +67,20 @@ def metric_summary(rows: list[dict], upsampler: str, baseline: str, key: str,
     """``{"n", "mean", "std", "pairs", "diff", "ci_low", "ci_high", "within_noise"}`` of metric
     ``key`` for ``upsampler`` (which must have a row) against ``baseline``.
 
-    ``n``, ``mean``, ``std`` (sample; 0 for one seed) are over all of ``upsampler``'s seeds;
-    ``pairs`` counts the seeds both ran, over which ``diff`` and the interval are taken
-    (``diff`` is ``None`` when there is no common seed, ``0.0`` for the baseline itself);
-    ``within_noise`` is ``None`` where there is no interval.
+    ``n``, ``mean``, ``std`` (sample; 0 for one seed) are over ``upsampler``'s seeds where the
+    metric is defined (a row may hold ``None`` for a metric that is undefined on its data, e.g.
+    a COCO AP of an area range without objects; with no defined value ``mean`` and ``std`` are
+    ``None``); ``pairs`` counts the seeds both ran (with defined values), over which ``diff``
+    and the interval are taken (``diff`` is ``None`` without a common seed, ``0.0`` for the
+    baseline itself); ``within_noise`` is ``None`` where there is no interval.
     """
     own = _values(rows, upsampler, key)
-    if not own:
-        raise ValueError(f"no row of upsampler {upsampler!r}")
     vals = list(own.values())
-    out = {"n": len(vals), "mean": math.fsum(vals) / len(vals),
-           "std": statistics.stdev(vals) if len(vals) > 1 else 0.0,
+    out = {"n": len(vals), "mean": math.fsum(vals) / len(vals) if vals else None,
+           "std": (statistics.stdev(vals) if len(vals) > 1 else 0.0) if vals else None,
            "pairs": 0, "diff": None, "ci_low": None, "ci_high": None, "within_noise": None}
+    if not vals:
+        return out
     base = _values(rows, baseline, key)
     seeds = sorted(set(own) & set(base))
     out["pairs"] = len(seeds)

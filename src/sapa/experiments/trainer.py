@@ -124,22 +124,25 @@ def evaluate(task: Task, model: nn.Module, dataset, config: dict, ctx: D.DistCon
         meter.update(task.predict(model, batch), batch)
     meter.sync(D.ProcessGroupReducer(ctx))
     model.train(was_training)
+    # the primary metric must be defined; another column may be NaN where it is undefined on
+    # these data (a COCO AP of an area range without objects): its row holds None, shown as —
     try:
         metrics = meter.compute()
     except ValueError as exc:  # the contract: nothing to evaluate (a data problem)
         raise UsageError(f"the validation set gives nothing to evaluate ({exc}): check --data "
                          "and --num-val") from exc
-    undefined = [f"{c.key}={metrics.get(c.key)!r}" for c in task.columns
-                 if not _finite(metrics.get(c.key))]
-    if undefined:
-        raise UsageError(f"the validation metrics {', '.join(undefined)} are undefined on this "
-                         "validation set (nothing to evaluate for them): check --data and "
-                         "--num-val")
+    bad = [f"{c.key}={metrics[c.key]!r}" for c in task.columns
+           if _real(metrics.get(c.key)) and (math.isinf(metrics[c.key]) or (
+               c.key == task.primary and math.isnan(metrics[c.key])))]
+    if bad:
+        raise UsageError(f"the validation metric {', '.join(bad)} is undefined or infinite on "
+                         "this validation set (nothing to evaluate, or the model's outputs are "
+                         "not finite): check --data and --num-val")
     return metrics
 
 
-def _finite(v) -> bool:
-    return isinstance(v, numbers.Real) and not isinstance(v, bool) and math.isfinite(v)
+def _real(v) -> bool:
+    return isinstance(v, numbers.Real) and not isinstance(v, bool)
 
 
 def _rng_state():

@@ -72,7 +72,9 @@ class Meter(Protocol):
     are stored as floats) plus, optionally, JSON-serialisable non-float extras (per-class
     lists) that are stored in the row but not tabulated. ``compute`` raises ``ValueError``
     when there was nothing to evaluate (never returns NaN for that); the harness reports it,
-    and a column whose value is NaN or infinite, as a user error (the data), in one line.
+    a NaN primary metric and any infinite value as a user error (the data), in one line. A
+    column other than the primary may be NaN where it is undefined on the data (a COCO AP of
+    an area range without objects): the row stores ``None`` and the table shows ``—``.
 
     Under DDP process ``r`` of ``W`` sees the validation samples ``r, r + W, r + 2W, ...`` (in
     batches of ``eval_batch_size``, made by ``Task.collate``). For the result not to depend on
