@@ -72,7 +72,7 @@ class SegmentationTask(Task):
     table_note = ("mIoU, boundary IoU (Cheng et al. 2021, dilation 2% of the image diagonal) and "
                   "pixel accuracy on the validation split, from counts summed over the whole "
                   "split.")
-    # The default run: 3 upsamplers x 5 seeds x 500 steps, about 20 min on one idle core.
+    # The default run: 3 upsamplers x 5 seeds x 500 steps, about 19 min on one idle core.
     # Measured at 500 steps (5 seeds of bilinear and sapa-b, docs/results/segmentation): the
     # per-seed differences of boundary IoU have a std of 4.3 points, of mIoU 9.0; with 5 seeds
     # the 95% interval is +-1.24 std (t = 2.78), so a boundary-IoU gain of ~11 points is
