@@ -223,8 +223,8 @@ def test_bad_out_folders(tmp_path, fake, capsys, monkeypatch):
         ro.chmod(0o755)
 
 
-@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message when CUDA is absent")
-def test_device_cuda_without_a_gpu(tmp_path, fake, capsys):
+def test_device_cuda_without_a_gpu(tmp_path, fake, capsys, monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)  # a machine without a GPU
     assert _main(*FAKE, "--device", "cuda", "--out", str(tmp_path / "o")) == 2
     assert "--device cuda was asked for but torch.cuda.is_available() is False" in \
         _one_line_error(capsys)
