@@ -22,7 +22,8 @@ Goal (issue 14): on the CPU, SAPA-B within 1.15x bilinear's step time and peak m
 
     python benchmarks/model_step.py                      # SegFormer-B1, CPU batch 2 at 256x256
     python benchmarks/model_step.py --threads 1
-    python benchmarks/model_step.py --profile sapa-b     # where SAPA-B's step time goes
+    python benchmarks/model_step.py --profile sapa-b     # torch.profiler table of one step
+    python benchmarks/model_step.py --breakdown sapa-b   # the head's upsampling and its parts
 """
 from __future__ import annotations
 
@@ -119,6 +120,68 @@ def _goals(stats) -> list[str]:
     return out
 
 
+def breakdown(upsampler: str, args) -> list[list]:
+    """CPU time (this process, min of ``--repeats``) of forward + backward of the head's
+    upsampling with ``upsampler`` (a SAPA variant) against bilinear's resizes, and of its
+    parts: the normalised query / key projections and ``sapa_attention``, on the stage shapes
+    of SegFormer-``size`` at ``--batch`` x ``--image-size``."""
+    from sapa import sapa_attention
+    from sapa.models import MIT_SIZES, SegFormerHead
+    from sapa.models.segformer import GUIDED_STAGES
+    from sapa.modules.norms import project_normalized
+
+    c, b = MIT_SIZES[args.size].decoder_dim, args.batch
+    sides = [args.image_size // s for s in (4, 8, 16, 32)]
+    gen = torch.Generator().manual_seed(0)
+    feats = [torch.randn(b, c, s, s, generator=gen).requires_grad_() for s in sides]
+    # what each of the six stages gets: x at the size the earlier stages left, the guide's size
+    xs, gs = [], []
+    for i, g in GUIDED_STAGES:
+        side = sides[g] // 2
+        xs.append(torch.randn(b, c, side, side, generator=gen).requires_grad_())
+        gs.append(torch.randn(b, c, sides[g], sides[g], generator=gen).requires_grad_())
+
+    def clock(fn):
+        return harness.time_min(fn, warmup=1, repeats=args.repeats, clock=time.process_time).best
+
+    def upsampling(head):
+        def step():
+            out = head.upsample(feats)
+            sum(o.sum() for o in out[1:]).backward()
+        return step
+
+    head = SegFormerHead((c,) * 4, c, args.num_classes, upsampler)
+    ups = head.upsamplers
+
+    def projections():
+        total = 0
+        for m, x, g in zip(ups, xs, gs):
+            total = total + project_normalized(g, m.norm_guide, [m.q])[0].sum()
+            total = total + project_normalized(x, m.norm_x, [m.k])[0].sum()
+        total.backward()
+
+    with torch.no_grad():
+        qk = [m.query_key(x, g) for m, x, g in zip(ups, xs, gs)]
+    qk = [(q.contiguous().requires_grad_(), k.contiguous().requires_grad_()) for q, k in qk]
+
+    def attention(backward=True):
+        def step():
+            with torch.set_grad_enabled(backward):
+                total = sum(sapa_attention(q, k, x, m.kernel_size).sum()
+                            for (q, k), x, m in zip(qk, xs, ups))
+            if backward:
+                total.backward()
+        return step
+
+    bil = clock(upsampling(SegFormerHead((c,) * 4, c, args.num_classes, "bilinear")))
+    rows = [["bilinear: the three resizes", bil],
+            [f"{upsampler}: the six stages", clock(upsampling(head))],
+            ["- normalised q / k projections", clock(projections)],
+            ["- sapa_attention", clock(attention())],
+            ["  (its forward alone)", clock(attention(False))]]
+    return [[name, f"{t * 1e3:.1f}"] for name, t in rows]
+
+
 def profile(upsampler: str, args) -> str:
     """``torch.profiler`` table of one CPU step (after warm-up), by self CPU time."""
     from torch.profiler import ProfilerActivity, profile as torch_profile
@@ -154,6 +217,9 @@ def parse_args(argv=None):
     p.add_argument("--no-cuda", action="store_true", help="skip CUDA even when present")
     p.add_argument("--profile", metavar="UPSAMPLER",
                    help="print a torch.profiler table of one CPU step of UPSAMPLER and exit")
+    p.add_argument("--breakdown", metavar="SAPA",
+                   help="print the CPU time of the head's upsampling with SAPA (a sapa-* "
+                        "variant) and of its parts, against bilinear's, and exit")
     args = p.parse_args(argv)
     names = [n.strip() for n in args.upsamplers.split(",") if n.strip()]
     args.names = ["bilinear", *[n for n in names if n != "bilinear"]]
@@ -173,6 +239,12 @@ def main(argv=None) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     print(harness.machine_info(extra_modules=("numba", "triton", "transformers")))
+    if args.breakdown:
+        print(f"CPU time (this process, min of {args.repeats}), forward + backward, of the "
+              f"upsampling in SegFormer-{args.size}'s head at batch {args.batch}, "
+              f"{args.image_size}x{args.image_size}\n")
+        print(harness.markdown_table(["part", "ms"], breakdown(args.breakdown, args)))
+        return 0
     if args.profile:
         print(f"one CPU training step of SegFormer-{args.size} with {args.profile}, batch "
               f"{args.batch}, {args.image_size}x{args.image_size}")

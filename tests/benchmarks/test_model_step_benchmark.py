@@ -53,3 +53,12 @@ def test_bad_arguments(load_benchmark, argv):
     with pytest.raises(SystemExit) as err:
         load_benchmark("model_step").main(argv)
     assert err.value.code == 2
+
+
+def test_breakdown_mode(load_benchmark, capsys):
+    bench = load_benchmark("model_step")
+    assert bench.main([*TINY, "--breakdown", "sapa-b"]) == 0
+    out = capsys.readouterr().out
+    for part in ("| bilinear: the three resizes |", "| sapa-b: the six stages |",
+                 "| - normalised q / k projections |", "| - sapa_attention |"):
+        assert part in out

@@ -161,7 +161,7 @@ def measure(model: str = "segformer-b1", rows=DEFAULT_ROWS, image_size: int = 51
         except (ValueError, TypeError) as err:
             skipped[label] = str(err)
             continue
-        head_macs, head_ops, _ = _count(lambda: head(features))
+        head_macs, head_ops, _ = _count(lambda h=head: h(features))
         ops = dict(enc_ops)
         for op, n in head_ops.items():
             ops[op] = ops.get(op, 0) + n
@@ -170,7 +170,7 @@ def measure(model: str = "segformer-b1", rows=DEFAULT_ROWS, image_size: int = 51
                        params=_n_params(encoder) + _n_params(head), macs=enc_macs + head_macs,
                        modules=len(ups), params_per_module=_n_params(ups[0]), counted_ops=ops)
         if baseline is None:
-            extra = mmcv_127_elementwise(nn.ModuleList([encoder, head]), lambda: head(
+            extra = mmcv_127_elementwise(nn.ModuleList([encoder, head]), lambda h=head: h(
                 list(encoder(image, output_hidden_states=True).hidden_states)))
             baseline = Baseline(_n_params(encoder), enc_macs, extra)
             base_row = row
