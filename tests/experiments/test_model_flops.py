@@ -23,7 +23,7 @@ def _low_res_points(image_size):
 
 @pytest.fixture(scope="module")
 def b1_small():
-    rows = (("bilinear", "bilinear", {}), ("sapa-b", "sapa-b", {}), ("carafe", "carafe", {}))
+    rows = ("bilinear", "sapa-b", "carafe", "sapa-b:kernel_size=3")
     measured, baseline, skipped = model_flops.measure("segformer-b1", rows, image_size=64)
     assert skipped == {}
     return {r.label: r for r in measured}, baseline
@@ -45,6 +45,9 @@ def test_b1_mac_deltas_are_table1_over_the_six_stages(b1_small):
     n = _low_res_points(64)
     assert rows["sapa-b"].d_macs == SAPA_B * n
     assert rows["carafe"].d_macs == CARAFE * n
+    k3 = rows["sapa-b:kernel_size=3"]  # a spec: 4K^2 d + 4K^2 C with K = 3
+    assert (k3.upsampler, k3.options) == ("sapa-b", {"kernel_size": 3})
+    assert k3.d_macs == (5 * 256 * 32 + 4 * 9 * 32 + 4 * 9 * 256) * n
     assert "sapa.attention" in rows["sapa-b"].counted_ops
     assert "aten.bmm" in rows["bilinear"].counted_ops  # the attention's products are counted
     # Table 2's numbers are for 512 x 512 only

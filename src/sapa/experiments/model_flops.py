@@ -33,6 +33,7 @@ import torch.nn as nn
 from torch.utils.flop_counter import FlopCounterMode
 
 from ..models.segformer import MIT_SIZES, SegFormerHead, mit_encoder
+from ..modules.factory import parse_upsampler_spec
 
 MODELS = tuple(f"segformer-{s}" for s in MIT_SIZES)
 FORMATS = ("markdown", "csv", "json")
@@ -51,24 +52,16 @@ TABLE2_B1 = {
 # mmseg's BaseDecodeHead.conv_seg: Conv2d(channels=128, 150, 1), built and counted, never used
 MMSEG_CONV_SEG_PARAMS = 128 * 150 + 150
 
-# (label, upsampler name, options): Table 2's rows, plus SAPA-G as the authors released it
-DEFAULT_ROWS = (
-    ("bilinear", "bilinear", {}),
-    ("carafe", "carafe", {}),
-    ("indexnet-hin", "indexnet-hin", {}),
-    ("a2u", "a2u", {}),
-    ("sapa-i", "sapa-i", {}),
-    ("sapa-b", "sapa-b", {}),
-    ("sapa-g", "sapa-g", {}),
-    ("sapa-g:decoder_query=official", "sapa-g", {"decoder_query": "official"}),
-)
+# upsampler specs: Table 2's rows, plus SAPA-G as the authors released it
+DEFAULT_ROWS = ("bilinear", "carafe", "indexnet-hin", "a2u", "sapa-i", "sapa-b", "sapa-g",
+                "sapa-g:decoder_query=official")
 
 
 @dataclass
 class ModelRow:
-    label: str
-    upsampler: str
-    options: dict
+    label: str  # the spec
+    upsampler: str  # its name
+    options: dict  # its options
     params: int
     macs: int
     modules: int  # upsampler modules in the head
@@ -136,12 +129,12 @@ def _n_params(module: nn.Module) -> int:
 
 def measure(model: str = "segformer-b1", rows=DEFAULT_ROWS, image_size: int = 512,
             num_classes: int = 150) -> tuple[list[ModelRow], Baseline, dict]:
-    """Count every row of ``rows`` (``(label, upsampler, options)``; the first must be the
-    bilinear baseline). Returns ``(rows, baseline, skipped)``; ``skipped`` maps a label to why
-    its upsampler refused this model (e.g. an option it does not take)."""
+    """Count the model with every upsampler spec of ``rows`` (the first must be ``bilinear``,
+    the baseline of the deltas). Returns ``(rows, baseline, skipped)``; ``skipped`` maps a
+    spec to why its upsampler refused this model."""
     if model not in MODELS:
         raise ValueError(f"model must be one of {list(MODELS)}, got {model!r}")
-    if not rows or rows[0][1] != "bilinear":
+    if not rows or rows[0] != "bilinear":
         raise ValueError("the first row must be the bilinear baseline (the deltas are to it)")
     if image_size < 32 or image_size % 32:
         raise ValueError(f"image_size must be a positive multiple of 32, got {image_size}")
@@ -154,10 +147,10 @@ def measure(model: str = "segformer-b1", rows=DEFAULT_ROWS, image_size: int = 51
     features = list(out.hidden_states)
 
     results, skipped, baseline = [], {}, None
-    for label, name, options in rows:
+    for label in rows:
         try:
-            head = SegFormerHead(spec.hidden_sizes, spec.decoder_dim, num_classes, name,
-                                 upsampler_kwargs=options).eval()
+            name, options = parse_upsampler_spec(label)
+            head = SegFormerHead(spec.hidden_sizes, spec.decoder_dim, num_classes, label).eval()
         except (ValueError, TypeError) as err:
             skipped[label] = str(err)
             continue
@@ -327,7 +320,7 @@ def main(args: argparse.Namespace) -> int:
     rows = DEFAULT_ROWS
     if args.names:
         names = ["bilinear", *[n for n in args.names if n != "bilinear"]]
-        rows = tuple((n, n, {}) for n in names)
+        rows = tuple(names)
     config = {"model": args.model, "image_size": args.image_size,
               "num_classes": args.num_classes, "batch": 1, "torch": torch.__version__}
     measured, baseline, skipped = measure(args.model, rows, args.image_size, args.num_classes)
