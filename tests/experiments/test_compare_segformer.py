@@ -220,3 +220,19 @@ def test_size_and_weights_options(tmp_path):
     for k, v in src.segformer.state_dict().items():
         assert torch.equal(model.segformer.state_dict()[k], v), k
     assert _resolve("--model", "segformer")["config"]["segformer_size"] == "b0"
+
+
+@pytest.mark.slow
+def test_real_quick_run(tmp_path):
+    """The documented ``sapa compare --model segformer --quick`` (budget: under 3 minutes on 2
+    idle cores; printed, not asserted, because the test machine may be shared)."""
+    out = str(tmp_path / "quick")
+    tic = time.perf_counter()
+    proc = subprocess.run([sys.executable, "-m", "sapa", "compare", "--model", "segformer",
+                           "--quick", "--out", out], capture_output=True, text=True,
+                          timeout=1800, env=_env())
+    print(f"sapa compare --model segformer --quick: {time.perf_counter() - tic:.0f} s wall")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    rows = _rows(out)["rows"]
+    assert sorted(r["upsampler"] for r in rows) == ["bilinear", "sapa-b"]
+    assert all(r["iters"] == 150 for r in rows)
