@@ -44,13 +44,11 @@ def _rows(out):
         return json.load(f)
 
 
-def test_quick_with_bilinear_carafe_sapa_b_sapa_g(tmp_path):
+def test_quick_with_bilinear_carafe_sapa_b_sapa_g(tmp_path, capsys, one_thread):
     out = str(tmp_path / "seg")
     ups = ["bilinear", "carafe", "sapa-b", "sapa-g"]
-    proc = subprocess.run([sys.executable, "-m", "sapa", "compare", *TINY, "--iters", "2",
-                           "--eval-every", "2", "--upsamplers", *ups, "--out", out],
-                          capture_output=True, text=True, timeout=600, env=_env())
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    argv = [*TINY, "--iters", "2", "--eval-every", "2", "--upsamplers", *ups, "--out", out]
+    assert compare.main(compare.parse_args(argv)) == 0, capsys.readouterr().err[-3000:]
     data = _rows(out)
     cfg = data["config"]
     assert (cfg["task"], cfg["model"], cfg["segformer_size"], cfg["image_size"]) == (
@@ -195,6 +193,7 @@ def _resolve(*argv):
     (["--segformer-size", "b1"], "--segformer-size applies to --model segformer"),
     (["--model", "fpn", "--segformer-weights", "x.pt"], "--segformer-weights applies to"),
     (["--model", "segformer", "--segformer-weights", "/no/such/mit.pt"], "no such file"),
+    (["--model", "segformer", "--segformer-weights", __file__], "cannot read .*test_compare_segformer.py"),
 ])
 def test_bad_options(argv, message):
     with pytest.raises(UsageError, match=message):

@@ -5,6 +5,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from sapa.errors import UsageError
 from sapa.models import SegFormer, SegFormerHead, build_model, mit_encoder
 from sapa.models.segformer import GUIDED_STAGES, MIT_SIZES, mit_config
 
@@ -172,6 +173,12 @@ def test_bad_weights_name_the_path(tmp_path):
     torch.save([1, 2], tmp_path / "list.pt")
     with pytest.raises(ValueError, match="list.pt: expected a state dict"):
         mit_encoder("b0", str(tmp_path / "list.pt"))
+    mit_config("b0").save_pretrained(tmp_path / "config-only")  # a folder without weights
+    with pytest.raises(UsageError, match="cannot load .*config-only as a Hugging Face SegFormer"):
+        mit_encoder("b0", str(tmp_path / "config-only"))
+    (tmp_path / "text.pt").write_text("not a checkpoint")
+    with pytest.raises(UsageError, match="cannot read .*text.pt as a state dict"):
+        mit_encoder("b0", str(tmp_path / "text.pt"))
 
 
 # ---- input checks ---------------------------------------------------------------------------

@@ -37,6 +37,7 @@ into a Hugging Face model.
 """
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from typing import Sequence
 
@@ -44,6 +45,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from ..errors import UsageError
 from ..modules import build_upsampler
 from ..modules.interpolation import BilinearUpsample, NearestUpsample
 from ._blocks import check_num_classes, check_positive_ints
@@ -105,15 +107,18 @@ def mit_config(size: str = "b1", **overrides):
 
 
 def _state_dict_file(path: str) -> dict:
-    if path.endswith(".safetensors"):
-        from safetensors.torch import load_file
+    try:
+        if path.endswith(".safetensors"):
+            from safetensors.torch import load_file
 
-        return load_file(path)
-    state = torch.load(path, map_location="cpu", weights_only=True)
+            return load_file(path)
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # not a checkpoint, truncated, or a pickle of other objects
+        raise UsageError(f"weights: cannot read {path} as a state dict ({exc})") from exc
     if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
         state = state["state_dict"]  # a training checkpoint that wraps the weights
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
-        raise ValueError(f"{path}: expected a state dict (names -> tensors)")
+        raise UsageError(f"{path}: expected a state dict (names -> tensors)")
     return state
 
 
@@ -131,27 +136,28 @@ def mit_encoder(size: str = "b1", weights: str | None = None):
             prefix is stripped and the decode head's entries are left out).
 
     Raises:
-        ValueError: the path does not exist, or its weights are not MiT-``size``'s (naming the
-            path and the mismatching entries).
+        UsageError: (a ``ValueError``) the path does not exist, cannot be read, or its weights
+            are not MiT-``size``'s (naming the path and the mismatching entries).
     """
-    import os
-
     transformers = _transformers()
     config = mit_config(size)
     if weights is None:
         return transformers.SegformerModel(config)
     if not os.path.exists(weights):
-        raise ValueError(f"weights: no such file or folder: {weights!r}")
+        raise UsageError(f"weights: no such file or folder: {weights!r}")
     if os.path.isdir(weights):
         if not os.path.exists(os.path.join(weights, "config.json")):
-            raise ValueError(f"weights: {weights} is a folder without config.json; give a Hugging "
+            raise UsageError(f"weights: {weights} is a folder without config.json; give a Hugging "
                              "Face model folder or a state-dict file")
-        model = transformers.SegformerModel.from_pretrained(
-            weights, local_files_only=True, attn_implementation="eager")
+        try:
+            model = transformers.SegformerModel.from_pretrained(
+                weights, local_files_only=True, attn_implementation="eager")
+        except (OSError, ValueError) as exc:  # no weights file, an unreadable config, ...
+            raise UsageError(f"weights: cannot load {weights} as a Hugging Face SegFormer ({exc})") from exc
         got = (tuple(model.config.hidden_sizes), tuple(model.config.depths))
         want = (tuple(config.hidden_sizes), tuple(config.depths))
         if got != want:
-            raise ValueError(f"weights: {weights} holds a MiT with hidden sizes {list(got[0])} and "
+            raise UsageError(f"weights: {weights} holds a MiT with hidden sizes {list(got[0])} and "
                              f"depths {list(got[1])}, not MiT-{size}'s {list(want[0])}, {list(want[1])}")
         return model
     state = _state_dict_file(weights)
@@ -160,7 +166,7 @@ def mit_encoder(size: str = "b1", weights: str | None = None):
     model = transformers.SegformerModel(config)
     result = model.load_state_dict(state, strict=False)
     if result.missing_keys or result.unexpected_keys:
-        raise ValueError(f"weights: {weights} does not match MiT-{size} ({len(result.missing_keys)} "
+        raise UsageError(f"weights: {weights} does not match MiT-{size} ({len(result.missing_keys)} "
                          f"missing entries, e.g. {result.missing_keys[:3]}; "
                          f"{len(result.unexpected_keys)} unexpected, e.g. {result.unexpected_keys[:3]})")
     return model

@@ -17,7 +17,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from ...errors import UsageError, check_installed
-from ...models import MIT_SIZES, MODELS, build_model
+from ...models import MIT_SIZES, MODELS, build_model, mit_encoder
 from ..base import Column, Reducer, Task
 from .metrics import SegmentationMeter
 from .synthetic import IGNORE_INDEX
@@ -140,15 +140,21 @@ class SegmentationTask(Task):
             raise UsageError(f"--segformer-weights: no such file or folder: {weights!r}")
         if args.model == "fpn":
             check_installed("timm", needed_for="--model fpn", extra="timm")
+        size_name = (args.segformer_size or DEFAULT_SEGFORMER_SIZE) if segformer else None
         if segformer:
             check_installed("transformers", needed_for="--model segformer", extra="segformer")
+            if weights is not None:  # read them now: a file that does not fit fails before any work
+                try:
+                    mit_encoder(size_name, weights)
+                except UsageError as exc:
+                    raise UsageError(f"--segformer-weights: {exc}") from None
         return {
             "model": args.model,
             "widths": list(widths) if segnet else None,
             "backbone": args.backbone if args.model == "fpn" else None,
             "pretrained": bool(args.pretrained) if args.model == "fpn" else None,
             "channels": args.channels if args.model == "fpn" else None,
-            "segformer_size": (args.segformer_size or DEFAULT_SEGFORMER_SIZE) if segformer else None,
+            "segformer_size": size_name,
             "segformer_weights": os.path.abspath(weights) if weights else None,
             "data": "synthetic" if synthetic else os.path.abspath(data),
             "image_size": size,
