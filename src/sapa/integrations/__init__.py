@@ -1,5 +1,12 @@
-"""Adapters that put sapa's upsamplers into models of other libraries (one file per library).
+"""Adapters that put sapa's upsamplers into other libraries' models.
 
-Each adapter is imported by its own module path (``sapa.integrations.transformers``, ...), so
-that ``import sapa`` never imports those libraries.
+Each submodule imports its library when it is itself imported, so ``import sapa`` and
+``import sapa.integrations`` need only torch:
+
+- ``sapa.integrations.torchvision``: ``replace_fpn_upsampling`` swaps the nearest-neighbour
+  top-down step of torchvision's ``FeaturePyramidNetwork`` (and of every detector built on it)
+  for any upsampler of ``sapa.build_upsampler``.
+- ``sapa.integrations.transformers``: ``segformer_with_upsampler`` puts a sapa upsampler
+  (six guided x2 stages) into the decode head of a Hugging Face
+  ``SegformerForSemanticSegmentation``.
 """
