@@ -47,6 +47,7 @@ from .checkpoints import config_differences, load_checkpoint
 from .figures import draw_all
 from .files import (OutLock, atomic_write_json, atomic_write_text, check_out_dir, make_out_dir,
                     write_errors)
+from .presets import PRESETS
 from .results import (RESULTS_JSON, RESULTS_MD, check_rows, environment, load_results,
                       results_markdown)
 from .specs import run_name, split_upsamplers
@@ -93,6 +94,10 @@ def add_arguments(p: argparse.ArgumentParser, task: Task | None = None) -> None:
                         "'sapa-b:kernel_size=7' (default for this task: "
                         f"{' '.join(task.default_upsamplers)}; --quick: "
                         f"{' '.join(task.quick_upsamplers)})")
+    p.add_argument("--preset", choices=tuple(PRESETS),
+                   help="a comparison of the paper, with its table in results.md: "
+                        + "; ".join(f"{n}: {pr.help}" for n, pr in PRESETS.items())
+                        + " (--upsamplers then defaults to the preset's)")
     p.add_argument("--seeds", type=int, nargs="+",
                    help=f"seeds, one run each (default: {_preset_text(task, 'seeds')})")
     p.add_argument("--baseline", metavar="SPEC",
@@ -169,7 +174,12 @@ def resolve(args: argparse.Namespace) -> dict:
     for key in PRESET_KEYS:
         val = getattr(args, key, None)
         s[key] = val if val is not None else task.presets[key][1 if args.quick else 0]
+    preset = PRESETS[args.preset] if getattr(args, "preset", None) else None
+    if preset is not None and preset.task != task.name:
+        raise UsageError(f"--preset {preset.name} is a comparison of --task {preset.task}, "
+                         f"not {task.name}")
     upsamplers = split_upsamplers(args.upsamplers or list(
+        preset.upsamplers if preset is not None else
         task.quick_upsamplers if args.quick else task.default_upsamplers))
     seeds = list(s["seeds"])
     if not seeds or len(set(seeds)) != len(seeds) or min(seeds) < 0:
@@ -200,6 +210,7 @@ def resolve(args: argparse.Namespace) -> dict:
               **train.to_dict()}
     return {"task": task, "upsamplers": upsamplers, "seeds": seeds, "config": config,
             "train": train, "out": args.out, "resume": args.resume, "baseline": baseline,
+            "preset": preset,
             "figures": not args.no_figures, "device": args.device, "threads": args.threads}
 
 
@@ -314,8 +325,10 @@ def _write_results(settings, rows, env, command, wall_s: float):
     data = {"config": settings["config"], "environment": env, "command": command,
             "wall_s": round(wall_s, 1), "rows": rows, "summary": summary}
     atomic_write_json(os.path.join(out, RESULTS_JSON), data)
-    atomic_write_text(os.path.join(out, RESULTS_MD),
-                      results_markdown(data, task.columns, settings["upsamplers"], task.table_note))
+    md = results_markdown(data, task.columns, settings["upsamplers"], task.table_note)
+    if settings.get("preset") is not None:
+        md = md.rstrip("\n") + "\n\n" + settings["preset"].markdown(data) + "\n"
+    atomic_write_text(os.path.join(out, RESULTS_MD), md)
 
 
 def _row(task: Task, upsampler: str, seed: int, final: dict, model, example, ctx, ckpt: str) -> dict:

@@ -56,6 +56,15 @@ def paired_interval(diffs: Sequence[float], confidence: float = CONFIDENCE
     return mean, mean - half, mean + half
 
 
+def mean_std(values: Sequence[float]) -> tuple[float, float]:
+    """Mean (exactly rounded, ``math.fsum``) and sample standard deviation (0 for one value)
+    of a non-empty sequence."""
+    if not values:
+        raise ValueError("mean_std needs at least one value")
+    vals = [float(v) for v in values]
+    return math.fsum(vals) / len(vals), statistics.stdev(vals) if len(vals) > 1 else 0.0
+
+
 def _values(rows: Iterable[dict], upsampler: str, key: str) -> dict[int, float]:
     """Seed -> value of ``key`` for ``upsampler``'s rows where it is defined (not ``None``)."""
     return {r["seed"]: float(r[key]) for r in rows
@@ -76,8 +85,8 @@ def metric_summary(rows: list[dict], upsampler: str, baseline: str, key: str,
     """
     own = _values(rows, upsampler, key)
     vals = list(own.values())
-    out = {"n": len(vals), "mean": math.fsum(vals) / len(vals) if vals else None,
-           "std": (statistics.stdev(vals) if len(vals) > 1 else 0.0) if vals else None,
+    mean, std = mean_std(vals) if vals else (None, None)
+    out = {"n": len(vals), "mean": mean, "std": std,
            "pairs": 0, "diff": None, "ci_low": None, "ci_high": None, "within_noise": None}
     if not vals:
         return out
