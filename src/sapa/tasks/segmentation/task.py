@@ -77,11 +77,10 @@ class SegmentationTask(Task):
                   "split.")
     # The default run: 3 upsamplers x 5 seeds x 500 steps, about 19 min on one idle core.
     # Measured at 500 steps (5 seeds of bilinear and sapa-b, docs/results/segmentation): the
-    # per-seed differences of boundary IoU have a std of 4.3 points, of mIoU 9.0; with 5 seeds
-    # the 95% interval is +-1.24 std (t = 2.78), so a boundary-IoU gain of ~11 points is
-    # resolved, an mIoU difference of a few points is not (it would take ~50 seeds); with 3
-    # seeds (+-2.48 std) not even the boundary gain reliably. CARAFE (+15% time per run) is
-    # left to --upsamplers, to keep the seeds within the budget.
+    # per-seed differences to bilinear have a std of 2.0 (mIoU) and 2.5 (boundary IoU)
+    # points; with 5 seeds the 95% interval is +-1.24 std (t = 2.78), with 3 seeds +-2.48 std,
+    # so 5 seeds resolve the measured +4.5 mIoU and +12.5 boundary IoU, 3 only the latter
+    # reliably. CARAFE (+7 min) is left to --upsamplers, to keep the seeds within the budget.
     default_upsamplers = ("bilinear", "sapa-b", "sapa-g")
     quick_upsamplers = ("bilinear", "sapa-b")
     presets = {
