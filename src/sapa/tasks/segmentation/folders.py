@@ -29,7 +29,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .synthetic import MEAN, STD
+from .._photos import normalize
 
 IGNORE_INDEX = 255
 LAYOUTS = ("ade20k", "voc")
@@ -184,9 +184,7 @@ class FolderSegmentation(torch.utils.data.Dataset):
             img, lab = _random_scale_crop_flip(img, lab, self.crop_size)
         else:
             img, lab = _center(img, lab, self.crop_size)
-        mean = torch.tensor(MEAN).view(3, 1, 1)
-        std = torch.tensor(STD).view(3, 1, 1)
-        return (img - mean) / std, lab.long()
+        return normalize(img), lab.long()
 
 
 def _resize(img, lab, h, w):

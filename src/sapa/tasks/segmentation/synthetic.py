@@ -26,10 +26,10 @@ Generation is deterministic given ``seed`` (``numpy.random.SeedSequence``).
 """
 from __future__ import annotations
 
-import functools
-
 import numpy as np
 import torch
+
+from .._photos import normalize, photo, random_crop, split_rows
 
 CLASS_NAMES = ("smooth", "brick", "grass", "gravel", "cells", "stars", "thin")
 NUM_CLASSES = len(CLASS_NAMES)
@@ -49,59 +49,18 @@ LAYOUT_PHOTOS = ("astronaut", "coffee", "chelsea", "rocket", "camera", "horse",
                  "sklearn:china.jpg", "sklearn:flower.jpg")
 VAL_FRACTION = 0.25
 SPLITS = ("train", "val")
-# ImageNet statistics: the usual input normalisation (and what pretrained backbones expect)
-MEAN = (0.485, 0.456, 0.406)
-STD = (0.229, 0.224, 0.225)
-
-
-def _need_experiments_extra() -> ImportError:
-    return ImportError("the synthetic data set needs scikit-image and scikit-learn: "
-                       "pip install 'sapa[experiments]'")
-
-
-@functools.lru_cache(maxsize=None)
-def _photo(name: str) -> np.ndarray:
-    """``H x W x 3`` float32 in [0, 1]."""
-    try:
-        from skimage import color, data
-        from sklearn.datasets import load_sample_image
-    except ImportError as exc:
-        raise _need_experiments_extra() from exc
-    img = load_sample_image(name.split(":", 1)[1]) if name.startswith("sklearn:") else getattr(data, name)()
-    img = np.asarray(img)
-    if img.ndim == 2:
-        img = color.gray2rgb(img)
-    img = img[..., :3]
-    return (img / 255.0 if img.dtype == np.uint8 else img).astype(np.float32)
 
 
 def _split_rows(img: np.ndarray, split: str) -> np.ndarray:
-    cut = int(round(img.shape[0] * (1 - VAL_FRACTION)))
-    return img[:cut] if split == "train" else img[cut:]
-
-
-def _random_crop(rng, img: np.ndarray, size: int, zoom: float) -> np.ndarray:
-    """A ``size x size`` view of a ``zoom * size`` square crop (random flips), resized."""
-    side = min(int(round(size * zoom)), img.shape[0], img.shape[1])
-    y = rng.integers(0, img.shape[0] - side + 1)
-    x = rng.integers(0, img.shape[1] - side + 1)
-    crop = img[y : y + side, x : x + side]
-    if rng.random() < 0.5:
-        crop = crop[:, ::-1]
-    if rng.random() < 0.5:
-        crop = crop[::-1]
-    t = torch.from_numpy(np.ascontiguousarray(crop, dtype=np.float32)).permute(2, 0, 1)[None]
-    t = torch.nn.functional.interpolate(t, size=(size, size), mode="bilinear",
-                                        align_corners=False, antialias=side > size)
-    return t[0].permute(1, 2, 0).numpy()
+    return split_rows(img, split, VAL_FRACTION)
 
 
 def _layout(rng, size: int, split: str) -> np.ndarray:
     """``size x size`` int superpixel ids from a random crop of a real photograph."""
     from skimage.segmentation import felzenszwalb
 
-    photo = _split_rows(_photo(LAYOUT_PHOTOS[rng.integers(len(LAYOUT_PHOTOS))]), split)
-    crop = _random_crop(rng, photo, size, zoom=rng.uniform(1.0, 3.0))
+    src = _split_rows(photo(LAYOUT_PHOTOS[rng.integers(len(LAYOUT_PHOTOS))]), split)
+    crop = random_crop(rng, src, size, zoom=rng.uniform(1.0, 3.0))
     scale = rng.uniform(0.5, 2.0) * size * size / 16
     return felzenszwalb(crop, scale=scale, sigma=0.5, min_size=max(4, size * size // 128))
 
@@ -134,8 +93,8 @@ def _thin_curves(rng, size: int) -> np.ndarray:
 
 
 def _texture(rng, name: str, size: int, split: str) -> np.ndarray:
-    src = _split_rows(_photo(TEXTURES[name]), split)
-    tex = _random_crop(rng, src, size, zoom=rng.uniform(0.75, 1.5))
+    src = _split_rows(photo(TEXTURES[name]), split)
+    tex = random_crop(rng, src, size, zoom=rng.uniform(0.75, 1.5))
     if name in TINTS:  # a grey texture: give it its class's colour
         tex = tex.mean(-1, keepdims=True) * np.asarray(TINTS[name], dtype=np.float32) / 0.8
     # jitter contrast, brightness and each channel's gain a little
@@ -199,7 +158,7 @@ def generate(split: str, num_samples: int, size: int = 64, seed: int = 0):
 class SyntheticSegmentation(torch.utils.data.Dataset):
     """The generated set as a map-style data set of ``(image, label)``.
 
-    ``image``: ``3 x size x size`` float32, normalised with ``MEAN`` / ``STD``;
+    ``image``: ``3 x size x size`` float32, normalised with ImageNet statistics (``sapa.tasks._photos.normalize``);
     ``label``: ``size x size`` int64.
 
     Args:
@@ -221,10 +180,7 @@ class SyntheticSegmentation(torch.utils.data.Dataset):
         return len(self.images)
 
     def __getitem__(self, i):
-        img = self.images[i].float().div_(255)
-        mean = torch.tensor(MEAN).view(3, 1, 1)
-        std = torch.tensor(STD).view(3, 1, 1)
-        return (img - mean) / std, self.labels[i].long()
+        return normalize(self.images[i].float().div_(255)), self.labels[i].long()
 
     def raw_image(self, i) -> np.ndarray:
         """``size x size x 3`` uint8, for figures."""
