@@ -158,7 +158,8 @@ def generate(split: str, num_samples: int, size: int = 64, seed: int = 0):
 class SyntheticSegmentation(torch.utils.data.Dataset):
     """The generated set as a map-style data set of ``(image, label)``.
 
-    ``image``: ``3 x size x size`` float32, normalised with ImageNet statistics (``sapa.tasks._photos.normalize``);
+    ``image``: ``3 x size x size`` float32, normalised with ImageNet statistics
+    (``sapa.tasks._photos.normalize``);
     ``label``: ``size x size`` int64.
 
     Args:
