@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import torch
 
-from .._photos import normalize
+from ..photos import normalize
 
 
 def collate(samples: list[dict]) -> dict:

@@ -27,7 +27,7 @@ Each sample is made in four steps (all sizes relative to the image side ``S``):
 Alpha, ``F`` and ``B`` are stored as uint8 (as the PNGs of a real set) and the training
 image is composited from them on the fly in float; validation images are stored composited
 and rounded to uint8 (as Composition-1k's ``merged`` PNGs). Training samples are cut from
-the top ``1 - VAL_FRACTION`` of every photograph and validation samples from the bottom part.
+the top ``1 - VAL_FRACTION`` (``sapa.tasks.photos``) of every photograph and validation samples from the bottom part.
 Generation is deterministic given ``seed``; sample ``i`` does not depend on how many are drawn.
 """
 from __future__ import annotations
@@ -35,16 +35,15 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from .._photos import SPLITS, photo, random_crop, split_rows
+from ..photos import SPLITS, load_photo, random_crop, split_rows
 
 FG_PHOTOS = ("astronaut", "coffee", "chelsea", "immunohistochemistry", "sklearn:flower.jpg")
 BG_PHOTOS = ("rocket", "sklearn:china.jpg", "brick", "grass", "gravel", "camera", "hubble_deep_field")
-VAL_FRACTION = 0.25
 SUPERSAMPLE = 4
 
 
 def _crop(rng, names, size, split, zoom=(1.0, 3.0)) -> np.ndarray:
-    src = split_rows(photo(names[rng.integers(len(names))]), split, VAL_FRACTION)
+    src = split_rows(load_photo(names[rng.integers(len(names))]), split)
     return random_crop(rng, src, size, zoom=rng.uniform(*zoom))
 
 

@@ -29,7 +29,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .._photos import normalize
+from ..photos import normalize
 
 IGNORE_INDEX = 255
 LAYOUTS = ("ade20k", "voc")

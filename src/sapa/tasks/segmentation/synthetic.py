@@ -20,7 +20,7 @@ i.e. the low-resolution decoder features) while its exact boundary, and the thin
 only visible at full resolution (the encoder features): the situation in which the paper says
 the upsampler matters.
 
-The split is spatial: training samples are cut from the top ``1 - VAL_FRACTION`` of every
+The split is spatial: training samples are cut from the top ``1 - VAL_FRACTION`` (``sapa.tasks.photos``) of every
 source photograph and validation samples from the bottom part, so no source pixel is shared.
 Generation is deterministic given ``seed`` (``numpy.random.SeedSequence``).
 """
@@ -29,7 +29,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from .._photos import normalize, photo, random_crop, split_rows
+from ..photos import SPLITS, load_photo, normalize, random_crop, split_rows
 
 CLASS_NAMES = ("smooth", "brick", "grass", "gravel", "cells", "stars", "thin")
 NUM_CLASSES = len(CLASS_NAMES)
@@ -47,19 +47,13 @@ TEXTURES = {
 TINTS = {"brick": (0.9, 0.45, 0.35), "grass": (0.45, 0.85, 0.35), "gravel": (0.55, 0.6, 0.9)}
 LAYOUT_PHOTOS = ("astronaut", "coffee", "chelsea", "rocket", "camera", "horse",
                  "sklearn:china.jpg", "sklearn:flower.jpg")
-VAL_FRACTION = 0.25
-SPLITS = ("train", "val")
-
-
-def _split_rows(img: np.ndarray, split: str) -> np.ndarray:
-    return split_rows(img, split, VAL_FRACTION)
 
 
 def _layout(rng, size: int, split: str) -> np.ndarray:
     """``size x size`` int superpixel ids from a random crop of a real photograph."""
     from skimage.segmentation import felzenszwalb
 
-    src = _split_rows(photo(LAYOUT_PHOTOS[rng.integers(len(LAYOUT_PHOTOS))]), split)
+    src = split_rows(load_photo(LAYOUT_PHOTOS[rng.integers(len(LAYOUT_PHOTOS))]), split)
     crop = random_crop(rng, src, size, zoom=rng.uniform(1.0, 3.0))
     scale = rng.uniform(0.5, 2.0) * size * size / 16
     return felzenszwalb(crop, scale=scale, sigma=0.5, min_size=max(4, size * size // 128))
@@ -93,7 +87,7 @@ def _thin_curves(rng, size: int) -> np.ndarray:
 
 
 def _texture(rng, name: str, size: int, split: str) -> np.ndarray:
-    src = _split_rows(photo(TEXTURES[name]), split)
+    src = split_rows(load_photo(TEXTURES[name]), split)
     tex = random_crop(rng, src, size, zoom=rng.uniform(0.75, 1.5))
     if name in TINTS:  # a grey texture: give it its class's colour
         tex = tex.mean(-1, keepdims=True) * np.asarray(TINTS[name], dtype=np.float32) / 0.8
@@ -159,7 +153,7 @@ class SyntheticSegmentation(torch.utils.data.Dataset):
     """The generated set as a map-style data set of ``(image, label)``.
 
     ``image``: ``3 x size x size`` float32, normalised with ImageNet statistics
-    (``sapa.tasks._photos.normalize``);
+    (``sapa.tasks.photos.normalize``);
     ``label``: ``size x size`` int64.
 
     Args:

@@ -1,8 +1,11 @@
-"""Photographs that ship inside scikit-image and scikit-learn, for the generated data sets of
-every task (no download), and the ImageNet input normalisation.
+"""Photographs that ship inside scikit-image and scikit-learn: the raw material of the generated
+data sets (segmentation textures and layouts, matting foregrounds and backgrounds), with no
+download; and the ImageNet input normalisation.
 
-Names are scikit-image ``skimage.data`` functions (``"astronaut"``) or ``"sklearn:<file>"`` for
-``sklearn.datasets.load_sample_image`` (``"sklearn:china.jpg"``).
+A name is a ``skimage.data`` function (``"brick"``, ``"astronaut"``) or ``"sklearn:<file>"``
+for ``sklearn.datasets.load_sample_image`` (``"sklearn:china.jpg"``). Generated sets split
+their source photographs by rows (``split_rows``) so that no source pixel is shared between
+training and validation.
 """
 from __future__ import annotations
 
@@ -14,6 +17,7 @@ import torch
 # ImageNet statistics: the usual input normalisation (and what pretrained backbones expect)
 MEAN = (0.485, 0.456, 0.406)
 STD = (0.229, 0.224, 0.225)
+VAL_FRACTION = 0.25
 SPLITS = ("train", "val")
 
 
@@ -22,9 +26,11 @@ def need_experiments_extra() -> ImportError:
                        "pip install 'sapa[experiments]'")
 
 
-@functools.lru_cache(maxsize=None)
-def photo(name: str) -> np.ndarray:
-    """The photograph ``name`` as ``H x W x 3`` float32 in [0, 1] (grey ones repeated to RGB)."""
+@functools.cache
+def load_photo(name: str) -> np.ndarray:
+    """The photograph ``name`` as ``H x W x 3`` float32 in [0, 1] (grey ones as RGB).
+
+    The array is cached and shared: do not write into it."""
     try:
         from skimage import color, data
         from sklearn.datasets import load_sample_image
@@ -38,9 +44,8 @@ def photo(name: str) -> np.ndarray:
     return (img / 255.0 if img.dtype == np.uint8 else img).astype(np.float32)
 
 
-def split_rows(img: np.ndarray, split: str, val_fraction: float) -> np.ndarray:
-    """The top ``1 - val_fraction`` of the rows for ``"train"``, the rest for ``"val"``: a
-    spatial split, so the two never share a source pixel."""
+def split_rows(img: np.ndarray, split: str, val_fraction: float = VAL_FRACTION) -> np.ndarray:
+    """The top ``1 - val_fraction`` of ``img``'s rows for ``"train"``, the rest for ``"val"``."""
     if split not in SPLITS:
         raise ValueError(f"split must be one of {list(SPLITS)}, got {split!r}")
     cut = int(round(img.shape[0] * (1 - val_fraction)))
