@@ -27,8 +27,8 @@ Each sample is made in four steps (all sizes relative to the image side ``S``):
 Alpha, ``F`` and ``B`` are stored as uint8 (as the PNGs of a real set) and the training
 image is composited from them on the fly in float; validation images are stored composited
 and rounded to uint8 (as Composition-1k's ``merged`` PNGs). Training samples are cut from
-the top ``1 - VAL_FRACTION`` (``sapa.tasks.photos``) of every photograph and validation samples from the bottom part.
-Generation is deterministic given ``seed``; sample ``i`` does not depend on how many are drawn.
+the top ``1 - VAL_FRACTION`` (``sapa.tasks.photos``) of every photograph and validation
+samples from the bottom part. Generation is deterministic given ``seed``; sample ``i`` does not depend on how many are drawn.
 """
 from __future__ import annotations
 

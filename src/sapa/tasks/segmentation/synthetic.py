@@ -20,8 +20,9 @@ i.e. the low-resolution decoder features) while its exact boundary, and the thin
 only visible at full resolution (the encoder features): the situation in which the paper says
 the upsampler matters.
 
-The split is spatial: training samples are cut from the top ``1 - VAL_FRACTION`` (``sapa.tasks.photos``) of every
-source photograph and validation samples from the bottom part, so no source pixel is shared.
+The split is spatial: training samples are cut from the top ``1 - VAL_FRACTION``
+(``sapa.tasks.photos``) of every source photograph and validation samples from the bottom part,
+so no source pixel is shared.
 Generation is deterministic given ``seed`` (``numpy.random.SeedSequence``).
 """
 from __future__ import annotations
