@@ -35,6 +35,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ...errors import UsageError
 from .synthetic import composite, trimap_from_alpha
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp")
@@ -43,37 +44,31 @@ COMPOSITES_SCALE = (0.8, 1.25)
 TRAIN_TRIMAP_RADII = (0, 14)
 
 
-def _need_pillow() -> ImportError:
-    return ImportError("reading matting folders needs Pillow: pip install 'sapa[experiments]'")
-
-
 def _images(folder: str) -> dict[str, str]:
     """``stem -> path`` of the images in ``folder``; raises if it is missing or has none."""
     if not os.path.isdir(folder):
-        raise ValueError(f"{folder}: folder not found")
+        raise UsageError(f"{folder}: folder not found")
     out = {}
     for name in sorted(os.listdir(folder)):
         stem, ext = os.path.splitext(name)
         if ext.lower() in IMAGE_EXTENSIONS:
             if stem in out:
-                raise ValueError(f"{folder}: two images named {stem!r} ({os.path.basename(out[stem])}, {name})")
+                raise UsageError(f"{folder}: two images named {stem!r} ({os.path.basename(out[stem])}, {name})")
             out[stem] = os.path.join(folder, name)
     if not out:
-        raise ValueError(f"{folder}: no images ({', '.join(IMAGE_EXTENSIONS)})")
+        raise UsageError(f"{folder}: no images ({', '.join(IMAGE_EXTENSIONS)})")
     return out
 
 
 def _size(path: str) -> tuple[int, int]:
     """``(H, W)`` from the file's header."""
-    try:
-        from PIL import Image
-    except ImportError as exc:
-        raise _need_pillow() from exc
+    from PIL import Image
+
     try:
         with Image.open(path) as im:
             return im.height, im.width
     except OSError as exc:
-        raise ValueError(f"{path}: cannot read the image: {exc}") from None
+        raise UsageError(f"{path}: cannot read the image: {exc}") from None
 
 
 def read_rgb(path: str) -> np.ndarray:
@@ -82,7 +77,7 @@ def read_rgb(path: str) -> np.ndarray:
 
     with Image.open(path) as im:
         if im.mode not in ("RGB", "L"):
-            raise ValueError(f"{path}: expected an RGB (or grey) image, got mode {im.mode}")
+            raise UsageError(f"{path}: expected an RGB (or grey) image, got mode {im.mode}")
         a = np.array(im)
     return np.repeat(a[..., None], 3, axis=2) if a.ndim == 2 else a
 
@@ -93,7 +88,7 @@ def read_gray(path: str, what: str) -> np.ndarray:
 
     with Image.open(path) as im:
         if im.mode not in ("L", "RGB"):
-            raise ValueError(f"{path}: expected an 8-bit grey (or RGB) {what}, got mode {im.mode}")
+            raise UsageError(f"{path}: expected an 8-bit grey (or RGB) {what}, got mode {im.mode}")
         a = np.array(im)
     return a[..., 0] if a.ndim == 3 else a
 
@@ -105,7 +100,7 @@ def check_layout(root: str) -> None:
                                              ("Test_set", "alpha"))]
     missing = [p for p in need if not os.path.isdir(p)]
     if missing:
-        raise ValueError(f"--data {root}: not the Adobe Deep Image Matting layout "
+        raise UsageError(f"--data {root}: not the Adobe Deep Image Matting layout "
                          f"(Training_set/{{fg,alpha}}, Test_set/{{merged,trimaps,alpha}}); missing: "
                          + ", ".join(missing))
 
@@ -128,14 +123,14 @@ class AdobeTrain(torch.utils.data.Dataset):
         fgs, alphas = _images(fg_dir), _images(alpha_dir)
         for stem, path in fgs.items():
             if stem not in alphas:
-                raise ValueError(f"{path}: no alpha matte {os.path.join(alpha_dir, stem)}.* for "
+                raise UsageError(f"{path}: no alpha matte {os.path.join(alpha_dir, stem)}.* for "
                                  "this foreground")
             if _size(path) != _size(alphas[stem]):
-                raise ValueError(f"{path} is {_size(path)} but its alpha {alphas[stem]} is "
+                raise UsageError(f"{path} is {_size(path)} but its alpha {alphas[stem]} is "
                                  f"{_size(alphas[stem])} (H, W): they must be the same size")
         for stem, path in alphas.items():
             if stem not in fgs:
-                raise ValueError(f"{path}: no foreground {os.path.join(fg_dir, stem)}.* for this alpha")
+                raise UsageError(f"{path}: no foreground {os.path.join(fg_dir, stem)}.* for this alpha")
         self.fg_paths = list(fgs.values())
         self.alpha_paths = [alphas[s] for s in fgs]
         self.bg_paths = list(_images(bg_dir or os.path.join(root, "Training_set", "bg")).values())
@@ -223,13 +218,13 @@ class CompositionTest(torch.utils.data.Dataset):
             trimap_path = os.path.join(test, "trimaps", stem + ".png")
             fg = stem.rsplit("_", 1)[0]
             if "_" not in stem or fg not in alphas:
-                raise ValueError(f"{image_path}: no ground truth {os.path.join(test, 'alpha', fg)}.png "
+                raise UsageError(f"{image_path}: no ground truth {os.path.join(test, 'alpha', fg)}.png "
                                  "(Composition-1k names images <fg>_<k>.png after alpha/<fg>.png)")
             if not os.path.isfile(trimap_path):
-                raise ValueError(f"{image_path}: its trimap {trimap_path} is missing")
+                raise UsageError(f"{image_path}: its trimap {trimap_path} is missing")
             sizes = {p: _size(p) for p in (image_path, trimap_path, alphas[fg])}
             if len(set(sizes.values())) > 1:
-                raise ValueError("image, trimap and alpha differ in size (H, W): "
+                raise UsageError("image, trimap and alpha differ in size (H, W): "
                                  + ", ".join(f"{p} {s}" for p, s in sizes.items()))
             _check_trimap(trimap_path, read_gray(trimap_path, "trimap"))
             self.items.append((image_path, alphas[fg], trimap_path))
@@ -252,9 +247,9 @@ def _check_trimap(path: str, trimap: np.ndarray) -> None:
     values = np.unique(trimap)
     bad = [int(v) for v in values if v not in TRIMAP_VALUES]
     if bad:
-        raise ValueError(f"{path}: trimap values must be 0, 128 or 255, found {bad[:8]}")
+        raise UsageError(f"{path}: trimap values must be 0, 128 or 255, found {bad[:8]}")
     if 128 not in values:
-        raise ValueError(f"{path}: the trimap has no unknown (128) pixels, so the matting errors "
+        raise UsageError(f"{path}: the trimap has no unknown (128) pixels, so the matting errors "
                          "are undefined for this image")
     if len(values) == 1:
         warnings.warn(f"{path}: the trimap is unknown (128) everywhere; the image is evaluated "

@@ -8,6 +8,7 @@ import numpy as np
 import torch
 import torch.nn as nn
 
+from ...errors import UsageError, check_installed
 from ...models.a2u_matting import STRIDE, A2UMatting
 from ..base import Column, Task
 from .data import collate, model_input
@@ -80,20 +81,24 @@ class MattingTask(Task):
         width = getattr(args, "matting_width", None)
         width = DEFAULT_WIDTH if width is None else width
         if not (isinstance(width, (int, float)) and 0 < width <= 4):
-            raise ValueError(f"--matting-width must be a number in (0, 4], got {width!r}")
+            raise UsageError(f"--matting-width must be a number in (0, 4], got {width!r}")
         data = settings.get("data")
         bg_dir = getattr(args, "bg_dir", None)
         out = {"matting_width": float(width), "bg_dir": None}
         if data in (None, "synthetic"):
+            check_installed("skimage", "sklearn", "scipy", needed_for="the generated matting set",
+                            extra="experiments")
             if bg_dir is not None:
-                raise ValueError("--bg-dir needs --data (the generated set makes its own backgrounds)")
+                raise UsageError("--bg-dir needs --data (the generated set makes its own backgrounds)")
             out["data"] = "synthetic"
             size = settings["image_size"]
         else:
+            check_installed("PIL", "scipy", "skimage", needed_for="--data (the Adobe matting folders)",
+                            extra="experiments")
             check_layout(data)
             bg_dir = os.path.join(data, "Training_set", "bg") if bg_dir is None else bg_dir
             if not os.path.isdir(bg_dir):
-                raise ValueError(f"--bg-dir {bg_dir}: folder not found (training backgrounds; "
+                raise UsageError(f"--bg-dir {bg_dir}: folder not found (training backgrounds; "
                                  "default <data>/Training_set/bg)")
             out.update(data=os.path.abspath(data), bg_dir=os.path.abspath(bg_dir))
             # real data: bigger crops and all samples unless asked otherwise
@@ -102,7 +107,7 @@ class MattingTask(Task):
             for key in ("num_train", "num_val"):
                 out[key] = getattr(args, key, None)
         if isinstance(size, bool) or not isinstance(size, int) or size < STRIDE or size % STRIDE:
-            raise ValueError(f"--image-size must be a positive multiple of {STRIDE} (the "
+            raise UsageError(f"--image-size must be a positive multiple of {STRIDE} (the "
                              f"network's output stride), got {size!r}")
         return out
 
