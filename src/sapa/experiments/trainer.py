@@ -117,13 +117,21 @@ def evaluate(task: Task, model: nn.Module, dataset, config: dict, ctx: D.DistCon
     meter = task.make_meter(config, dataset)
     shard = torch.utils.data.Subset(dataset, range(ctx.rank, len(dataset), ctx.world_size))
     loader = torch.utils.data.DataLoader(shard, batch_size=batch_size, num_workers=workers,
-                                         collate_fn=task.collate())
+                                         collate_fn=task.collate(), generator=_loader_generator())
     for batch in loader:
         batch = task.to_device(batch, ctx.device)
         meter.update(task.predict(model, batch), batch)
     meter.sync(D.ProcessGroupReducer(ctx))
     model.train(was_training)
     return meter.compute()
+
+
+def _loader_generator() -> torch.Generator:
+    """A data loader's own generator: starting an iterator over a loader draws its workers'
+    base seed from it, so the global RNG that a model's dropout draws from is not advanced,
+    and a run resumed from a checkpoint (which restores the global RNG, then starts a new
+    iterator) continues the uninterrupted run's random stream."""
+    return torch.Generator().manual_seed(0)
 
 
 def _rng_state():
@@ -194,6 +202,7 @@ def train_run(task: Task, model: nn.Module, train_set, val_set, config: dict, cf
                                  ctx.rank, ctx.world_size)
     loader = torch.utils.data.DataLoader(train_set, batch_sampler=sampler,
                                          num_workers=cfg.workers, collate_fn=task.collate(),
+                                         generator=_loader_generator(),
                                          persistent_workers=False)
     bar = tqdm(total=cfg.iters, initial=start, desc=desc, leave=False, dynamic_ncols=True,
                disable=not ctx.is_main or None)
