@@ -55,7 +55,10 @@ def plot_mattes(images, trimaps, alphas, preds: dict, crops=None, crop_size: int
     for i in range(n):
         h, w = np.asarray(alphas[i]).shape
         side = crop_size or max(min(8, h, w), min(h, w) // 3)
-        y, x = crops[i] if crops is not None else detail_crop(np.asarray(alphas[i]), np.asarray(trimaps[i]), side)
+        if crops is not None:
+            y, x = crops[i]
+        else:
+            y, x = detail_crop(np.asarray(alphas[i]), np.asarray(trimaps[i]), side)
         panels = [images[i], trimaps[i], alphas[i], *[p[i] for p in preds.values()]]
         for j, panel in enumerate(panels):
             panel = np.asarray(panel)

@@ -53,7 +53,8 @@ def _images(folder: str) -> dict[str, str]:
         stem, ext = os.path.splitext(name)
         if ext.lower() in IMAGE_EXTENSIONS:
             if stem in out:
-                raise UsageError(f"{folder}: two images named {stem!r} ({os.path.basename(out[stem])}, {name})")
+                raise UsageError(f"{folder}: two images named {stem!r} "
+                                 f"({os.path.basename(out[stem])}, {name})")
             out[stem] = os.path.join(folder, name)
     if not out:
         raise UsageError(f"{folder}: no images ({', '.join(IMAGE_EXTENSIONS)})")
@@ -143,10 +144,11 @@ class AdobeTrain(torch.utils.data.Dataset):
 
     def __getitem__(self, i: int) -> dict:
         rng = np.random.default_rng([self.seed, i])
-        fg_path = self.fg_paths[i % len(self.fg_paths)]
-        fg = torch.from_numpy(read_rgb(fg_path)).permute(2, 0, 1).float() / 255
-        alpha = torch.from_numpy(read_gray(self.alpha_paths[i % len(self.fg_paths)], "alpha")).float()[None] / 255
-        bg = torch.from_numpy(read_rgb(self.bg_paths[i % len(self.bg_paths)])).permute(2, 0, 1).float() / 255
+        k = i % len(self.fg_paths)
+        fg = torch.from_numpy(read_rgb(self.fg_paths[k])).permute(2, 0, 1).float() / 255
+        alpha = torch.from_numpy(read_gray(self.alpha_paths[k], "alpha")).float()[None] / 255
+        bg = torch.from_numpy(read_rgb(self.bg_paths[i % len(self.bg_paths)])).permute(2, 0, 1)
+        bg = bg.float() / 255
 
         h, w = fg.shape[-2:]
         scale = rng.uniform(*COMPOSITES_SCALE)

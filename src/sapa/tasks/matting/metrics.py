@@ -70,7 +70,8 @@ def _as_array(name: str, a) -> np.ndarray:
         raise TypeError(f"{name} must be a numpy array or torch tensor, got {type(a).__name__}")
     if a.ndim != 2:
         raise ValueError(f"{name} must be an H x W matte, got shape {a.shape}")
-    if a.dtype == np.bool_ or not (np.issubdtype(a.dtype, np.integer) or np.issubdtype(a.dtype, np.floating)):
+    numeric = np.issubdtype(a.dtype, np.integer) or np.issubdtype(a.dtype, np.floating)
+    if a.dtype == np.bool_ or not numeric:
         raise TypeError(f"{name} must hold numbers in [0, 255], got dtype {a.dtype}")
     return a
 

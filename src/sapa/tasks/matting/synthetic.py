@@ -28,7 +28,8 @@ Alpha, ``F`` and ``B`` are stored as uint8 (as the PNGs of a real set) and the t
 image is composited from them on the fly in float; validation images are stored composited
 and rounded to uint8 (as Composition-1k's ``merged`` PNGs). Training samples are cut from
 the top ``1 - VAL_FRACTION`` (``sapa.tasks.photos``) of every photograph and validation
-samples from the bottom part. Generation is deterministic given ``seed``; sample ``i`` does not depend on how many are drawn.
+samples from the bottom part. Generation is deterministic given ``seed``; sample ``i`` does
+not depend on how many are drawn.
 """
 from __future__ import annotations
 
@@ -70,7 +71,8 @@ def _blob(rng, size: int) -> tuple[np.ndarray, tuple]:
 
     def radius(theta):
         theta = np.asarray(theta, dtype=np.float64)
-        return r0 * (1 + np.tensordot(amp, np.cos(np.multiply.outer(ks, theta) + phase.reshape(-1, *[1] * theta.ndim)), 1))
+        waves = np.cos(np.multiply.outer(ks, theta) + phase.reshape(-1, *[1] * theta.ndim))
+        return r0 * (1 + np.tensordot(amp, waves, 1))
 
     yy, xx = _grid(size)
     alpha = _coverage(radius(np.arctan2(yy - cy, xx - cx)) - np.hypot(yy - cy, xx - cx))

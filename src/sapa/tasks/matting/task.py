@@ -102,7 +102,8 @@ class MattingTask(Task):
                                  "default <data>/Training_set/bg)")
             out.update(data=os.path.abspath(data), bg_dir=os.path.abspath(bg_dir))
             # real data: bigger crops and all samples unless asked otherwise
-            size = REAL_IMAGE_SIZE if getattr(args, "image_size", None) is None else settings["image_size"]
+            explicit = getattr(args, "image_size", None) is not None
+            size = settings["image_size"] if explicit else REAL_IMAGE_SIZE
             out["image_size"] = size
             for key in ("num_train", "num_val"):
                 out[key] = getattr(args, key, None)
@@ -161,8 +162,9 @@ class MattingTask(Task):
         samples = [val_set[i] for i in range(min(FIGURE_SAMPLES, len(val_set)))]
         preds = {}
         for name, model in models.items():
-            preds[name] = [predict_alpha(model, s["image"][None].to(device), s["trimap"][None].to(device))[0]
-                           .cpu().numpy() for s in samples]
+            preds[name] = [predict_alpha(model, s["image"][None].to(device),
+                                         s["trimap"][None].to(device))[0].cpu().numpy()
+                           for s in samples]
         images = [np.round(s["image"].permute(1, 2, 0).numpy() * 255).astype(np.uint8) for s in samples]
         trimaps = [s["trimap"][0].numpy() for s in samples]
         alphas = [np.round(s["alpha"][0].numpy() * 255).astype(np.uint8) for s in samples]
