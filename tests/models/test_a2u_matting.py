@@ -55,6 +55,14 @@ def test_upsamplers_keep_their_own_initialisation():
     assert model.d1.up.content_encoder.weight.std() < 0.01
 
 
+def test_the_releases_prediction_head_is_available():
+    torch.manual_seed(0)
+    model = A2UMatting("sapa-b", width=0.125, head="release")
+    assert isinstance(model.pred, torch.nn.Sequential) and model.pred[-1].bias is None
+    assert model(torch.randn(2, 4, 32, 32)).shape == (2, 1, 32, 32)
+    assert isinstance(A2UMatting("sapa-b", width=0.125).pred, torch.nn.Conv2d)
+
+
 def test_input_checks():
     model = A2UMatting("bilinear", width=0.125)
     with pytest.raises(ValueError, match="B x 4 x H x W"):
@@ -65,3 +73,5 @@ def test_input_checks():
         A2UMatting("bilinear", width=0)
     with pytest.raises(ValueError, match="unknown upsampler"):
         A2UMatting("bicubic")
+    with pytest.raises(ValueError, match="head must be one of"):
+        A2UMatting("bilinear", head="sigmoid")

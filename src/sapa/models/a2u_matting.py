@@ -19,7 +19,7 @@ leaky ReLU (slope 0.01), the released code's (in-place) activated batch norm::
     D3: up(.,  guide=l10)  + short2(l1)  -> 2 residual convs ->  64 @ 1/4
     D2: up(.,  guide=l0p)  + short1(l0p) -> 2 residual convs ->  64 @ 1/2
     D1: up(.,  guide=l0)   + short0(x)   -> 2 residual convs ->  32 @ 1
-    alpha = conv3x3(ABN(conv3x3(.)))                1 @ 1        (raw: clip at inference)
+    alpha = conv3x3(.)                              1 @ 1        (raw: clip at inference)
 
 A down-block is the release's ``ResidualBlockWithEnFeature``: ``conv3x3 -> ABN`` (the
 pre-pool feature, returned as the guide of the decoder stage at that resolution), max-pool,
@@ -37,7 +37,8 @@ Differences from the release, for training from scratch on a CPU: a ``width`` mu
 every channel count; no ImageNet-pretrained encoder, so its BatchNorms are not frozen; the
 network's own convolutions get the release's Xavier-normal init (leaky-ReLU gain) but the
 upsamplers keep their own (the release re-initialises every convolution of the model,
-upsamplers included).
+upsamplers included); and the prediction layer is one ``3x3`` convolution with a bias instead
+of the release's ``conv3x3 -> ABN(1) -> conv3x3`` (``head="release"`` keeps that one).
 """
 from __future__ import annotations
 
@@ -50,6 +51,7 @@ from ..modules import build_upsampler
 STRIDE = 16
 LEAKY_SLOPE = 0.01
 STRUCTURE = (3, 4, 4, 2)
+HEADS = ("conv", "release")
 
 
 def abn(channels: int, activation: bool = True) -> nn.Sequential:
@@ -151,11 +153,17 @@ class A2UMatting(nn.Module):
         width: multiplier of every channel count (1: the release's 64/128/256 encoder, ASPP
             256, decoder 128/64/64/32).
         upsampler_kwargs: extra options for every upsampler.
+        head: the prediction layer: ``"conv"`` (default), a ``3x3`` convolution with a bias, or
+            ``"release"``, the release's ``conv3x3 -> ABN(1 channel) -> conv3x3`` (no bias),
+            whose one-channel BatchNorm and leaky ReLU stall training from scratch for most
+            seeds (the output settles on a constant; see docs/matting.md).
     """
 
     def __init__(self, upsampler: str = "bilinear", width: float = 1.0,
-                 upsampler_kwargs: dict | None = None):
+                 upsampler_kwargs: dict | None = None, head: str = "conv"):
         super().__init__()
+        if head not in HEADS:
+            raise ValueError(f"head must be one of {list(HEADS)}, got {head!r}")
         c = _channels(width)
         self.upsampler_name, self.width = upsampler, width
         c64, c128, c256, c32 = c(64), c(128), c(256), c(32)
@@ -180,7 +188,10 @@ class A2UMatting(nn.Module):
             up = build_upsampler(upsampler, cin, cin, scale_factor=2, **(upsampler_kwargs or {}))
             self.add_module(name, DecoderStage(cin, cout, up))
             self._init_weights(getattr(self, name).convs)
-        self.pred = nn.Sequential(conv_abn(c32, 1), nn.Conv2d(1, 1, 3, padding=1, bias=False))
+        if head == "release":
+            self.pred = nn.Sequential(conv_abn(c32, 1), nn.Conv2d(1, 1, 3, padding=1, bias=False))
+        else:
+            self.pred = nn.Conv2d(c32, 1, 3, padding=1)
         self._init_weights(self.pred)
 
     def _init_weights(self, root: nn.Module | None = None) -> None:
