@@ -76,7 +76,7 @@ def test_python_dash_m_and_help():
 
 @pytest.mark.slow
 def test_real_quick_run(tmp_path):
-    """The documented ``sapa compare --quick`` (the issue's budget: under 2 minutes on 2 idle
+    """The documented ``sapa compare --quick`` (budget: under 2 minutes on 2 idle
     cores; printed, not asserted, because the test machine may be shared)."""
     out = str(tmp_path / "quick")
     tic = time.perf_counter()

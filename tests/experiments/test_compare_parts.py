@@ -189,7 +189,7 @@ def test_folder_data_defaults(tmp_path):
 
 
 @pytest.mark.parametrize("kw, match", [
-    ({"upsamplers": "bilinear,nope"}, "unknown name"),
+    ({"upsamplers": "bilinear,nope"}, "unknown upsampler .nope."),
     ({"upsamplers": "bilinear,bilinear"}, "twice"),
     ({"upsamplers": ["bilinear", "bilinear"]}, "twice"),
     ({"seeds": [0, 0]}, "distinct"),

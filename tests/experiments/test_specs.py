@@ -15,7 +15,7 @@ def test_split_upsamplers():
         split_upsamplers(["bilinear", "nearest,bilinear"])
     with pytest.raises(UsageError, match="no upsampler"):
         split_upsamplers([","])
-    with pytest.raises(UsageError, match="unknown name 'nope'; known: .*bilinear"):
+    with pytest.raises(UsageError, match="unknown upsampler 'nope'; known: .*bilinear"):
         split_upsamplers(["nope"])
 
 

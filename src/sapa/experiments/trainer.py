@@ -117,21 +117,13 @@ def evaluate(task: Task, model: nn.Module, dataset, config: dict, ctx: D.DistCon
     meter = task.make_meter(config, dataset)
     shard = torch.utils.data.Subset(dataset, range(ctx.rank, len(dataset), ctx.world_size))
     loader = torch.utils.data.DataLoader(shard, batch_size=batch_size, num_workers=workers,
-                                         collate_fn=task.collate(), generator=_loader_generator())
+                                         collate_fn=task.collate())
     for batch in loader:
         batch = task.to_device(batch, ctx.device)
         meter.update(task.predict(model, batch), batch)
     meter.sync(D.ProcessGroupReducer(ctx))
     model.train(was_training)
     return meter.compute()
-
-
-def _loader_generator() -> torch.Generator:
-    """A data loader's own generator: starting an iterator over a loader draws its workers'
-    base seed from it, so the global RNG that a model's dropout draws from is not advanced,
-    and a run resumed from a checkpoint (which restores the global RNG, then starts a new
-    iterator) continues the uninterrupted run's random stream."""
-    return torch.Generator().manual_seed(0)
 
 
 def _rng_state():
@@ -200,10 +192,12 @@ def train_run(task: Task, model: nn.Module, train_set, val_set, config: dict, cf
 
     sampler = StreamBatchSampler(len(train_set), cfg.batch_size, seed, start, cfg.iters,
                                  ctx.rank, ctx.world_size)
+    # its own generator: iterating a loader draws a seed, which must not come from the global
+    # RNG that a resumed run restored (models with stochastic depth or dropout draw from it)
     loader = torch.utils.data.DataLoader(train_set, batch_sampler=sampler,
                                          num_workers=cfg.workers, collate_fn=task.collate(),
-                                         generator=_loader_generator(),
-                                         persistent_workers=False)
+                                         persistent_workers=False,
+                                         generator=torch.Generator().manual_seed(seed * 1_000_003 + start))
     bar = tqdm(total=cfg.iters, initial=start, desc=desc, leave=False, dynamic_ncols=True,
                disable=not ctx.is_main or None)
     net.train()

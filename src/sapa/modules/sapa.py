@@ -4,19 +4,20 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 
-from ..ops import _checks, _normalizers
+from ..ops import _checks, _normalizers, list_backends
 from ..ops._geometry import nearest_upsample
 from ..ops.functional import local_similarity, sapa_attention
-from ._inputs import check_guided, positive_int
+from ._inputs import check_backend, check_guided, positive_int
 from .factory import register_upsampler
-from .norms import NORMS, build_norm
+from .norms import NORMS, build_norm, project_normalized
+from .pointwise import Pointwise
 
 VARIANTS = ("I", "B", "P", "G")
 DECODER_QUERY = ("table1", "official")
 
 
-def _proj(cin: int, cout: int, bias: bool) -> nn.Conv2d:
-    conv = nn.Conv2d(cin, cout, 1, bias=bias)
+def _proj(cin: int, cout: int, bias: bool) -> Pointwise:
+    conv = Pointwise(cin, cout, bias=bias)
     nn.init.trunc_normal_(conv.weight, std=0.02)  # as the official release
     if bias:
         nn.init.zeros_(conv.bias)
@@ -92,6 +93,7 @@ class SAPA(nn.Module):
         _checks.check_choice("border", border, _checks.BORDERS)
         _checks.check_choice("norm", norm, NORMS)
         _checks.check_choice("decoder_query", decoder_query, DECODER_QUERY)
+        check_backend(backend, list_backends())
         if variant == "I" and guide_channels != in_channels:
             raise ValueError(
                 "variant 'I' compares LN(guide) with LN(x) directly and needs "
@@ -128,12 +130,14 @@ class SAPA(nn.Module):
 
     def query_key(self, x: torch.Tensor, guide: torch.Tensor):
         """``(q, k)``: ``B x d x H' x W'`` and ``B x d x H x W`` (``d = C`` for variant I)."""
-        xn = self.norm_x(x)
-        yn = self.norm_guide(guide)
         if self.variant == "I":
-            return yn, xn
-        k = self.k(xn)
-        q = self.q(yn)
+            return self.norm_guide(guide), self.norm_x(x)
+        # the projections of the normalised maps, without keeping the C-channel maps alive
+        (q,) = project_normalized(guide, self.norm_guide, [self.q])
+        if self.variant == "G":
+            k, gate = project_normalized(x, self.norm_x, [self.k, self.gate])
+        else:
+            (k,) = project_normalized(x, self.norm_x, [self.k])
         if self.variant == "B":
             return q, k
         size = guide.shape[-2:]
@@ -142,7 +146,7 @@ class SAPA(nn.Module):
         q_x = nearest_upsample(q_x, size)
         if self.variant == "P":
             return q + q_x, k
-        g = nearest_upsample(torch.sigmoid(self.gate(xn)), size)
+        g = nearest_upsample(torch.sigmoid(gate), size)
         return g * q + (1 - g) * q_x, k
 
     @torch.no_grad()
@@ -157,7 +161,7 @@ class SAPA(nn.Module):
     def forward(self, x: torch.Tensor, guide: torch.Tensor | None = None) -> torch.Tensor:
         self._check_inputs(x, guide)
         q, k = self.query_key(x, guide)
-        v = self.v(self.norm_x(x)) if hasattr(self, "v") else x
+        v = project_normalized(x, self.norm_x, [self.v])[0] if hasattr(self, "v") else x
         return sapa_attention(q, k, v, self.kernel_size, normalizer=self.normalizer,
                               border=self.border, backend=self.backend)
 
@@ -166,9 +170,12 @@ def _sapa_builder(variant):
     def build(in_channels, guide_channels=None, scale_factor=2, **kwargs):
         return SAPA(in_channels, guide_channels, variant=variant, **kwargs)
 
-    build.__doc__ = f"SAPA-{variant}: ``SAPA(in_channels, guide_channels, variant={variant!r}, **kwargs)``."
+    build.__doc__ = (f"SAPA-{variant}: ``SAPA(in_channels, guide_channels, variant={variant!r}, "
+                     "**kwargs)``; the output takes the guide's size, so ``scale_factor`` is not "
+                     "used.")
     return build
 
 
 for _v in VARIANTS:
-    register_upsampler(f"sapa-{_v.lower()}", guided=True)(_sapa_builder(_v))
+    register_upsampler(f"sapa-{_v.lower()}", guided=True, module=SAPA,
+                       fixed=("variant",))(_sapa_builder(_v))

@@ -1,6 +1,6 @@
 """Photographs that ship inside scikit-image and scikit-learn: the raw material of the generated
-data sets (segmentation textures and layouts, matting foregrounds and backgrounds), with no
-download; and the ImageNet input normalisation.
+data sets (segmentation textures and layouts, depth-scene textures, matting foregrounds and
+backgrounds), with no download; and the ImageNet input normalisation.
 
 A name is a ``skimage.data`` function (``"brick"``, ``"astronaut"``) or ``"sklearn:<file>"``
 for ``sklearn.datasets.load_sample_image`` (``"sklearn:china.jpg"``). Generated sets split
@@ -14,11 +14,11 @@ import functools
 import numpy as np
 import torch
 
+VAL_FRACTION = 0.25
+SPLITS = ("train", "val")
 # ImageNet statistics: the usual input normalisation (and what pretrained backbones expect)
 MEAN = (0.485, 0.456, 0.406)
 STD = (0.229, 0.224, 0.225)
-VAL_FRACTION = 0.25
-SPLITS = ("train", "val")
 
 
 def need_experiments_extra() -> ImportError:
@@ -53,8 +53,8 @@ def split_rows(img: np.ndarray, split: str, val_fraction: float = VAL_FRACTION) 
 
 
 def random_crop(rng: np.random.Generator, img: np.ndarray, size: int, zoom: float) -> np.ndarray:
-    """A ``size x size`` view of a ``zoom * size`` square crop (random flips), resized
-    (bilinear, antialiased when shrinking): ``size x size x 3`` float32."""
+    """A ``size x size`` view of a ``zoom * size`` square crop of ``img`` (random flips),
+    resized bilinearly (antialiased when shrinking): ``size x size x 3`` float32."""
     side = min(int(round(size * zoom)), img.shape[0], img.shape[1])
     y = rng.integers(0, img.shape[0] - side + 1)
     x = rng.integers(0, img.shape[1] - side + 1)

@@ -30,8 +30,7 @@ import torch
 import torch.nn.functional as F
 
 from ...errors import UsageError
-from ..photos import normalize
-from .synthetic import IGNORE_INDEX
+from .synthetic import IGNORE_INDEX, MEAN, STD
 
 LAYOUTS = ("ade20k", "voc")
 SPLITS = ("train", "val")
@@ -186,7 +185,9 @@ class FolderSegmentation(torch.utils.data.Dataset):
             img, lab = _random_scale_crop_flip(img, lab, self.crop_size)
         else:
             img, lab = _center(img, lab, self.crop_size)
-        return normalize(img), lab.long()
+        mean = torch.tensor(MEAN).view(3, 1, 1)
+        std = torch.tensor(STD).view(3, 1, 1)
+        return (img - mean) / std, lab.long()
 
 
 def _resize(img, lab, h, w):

@@ -20,9 +20,8 @@ i.e. the low-resolution decoder features) while its exact boundary, and the thin
 only visible at full resolution (the encoder features): the situation in which the paper says
 the upsampler matters.
 
-The split is spatial: training samples are cut from the top ``1 - VAL_FRACTION``
-(``sapa.tasks.photos``) of every source photograph and validation samples from the bottom part,
-so no source pixel is shared.
+The split is spatial: training samples are cut from the top ``1 - VAL_FRACTION`` (``sapa.tasks.photos``) of every
+source photograph and validation samples from the bottom part, so no source pixel is shared.
 Generation is deterministic given ``seed`` (``numpy.random.SeedSequence``).
 """
 from __future__ import annotations
@@ -30,7 +29,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from ..photos import SPLITS, load_photo, normalize, random_crop, split_rows
+from ..photos import MEAN, SPLITS, STD, load_photo, random_crop, split_rows
 
 CLASS_NAMES = ("smooth", "brick", "grass", "gravel", "cells", "stars", "thin")
 NUM_CLASSES = len(CLASS_NAMES)
@@ -54,8 +53,8 @@ def _layout(rng, size: int, split: str) -> np.ndarray:
     """``size x size`` int superpixel ids from a random crop of a real photograph."""
     from skimage.segmentation import felzenszwalb
 
-    src = split_rows(load_photo(LAYOUT_PHOTOS[rng.integers(len(LAYOUT_PHOTOS))]), split)
-    crop = random_crop(rng, src, size, zoom=rng.uniform(1.0, 3.0))
+    photo = split_rows(load_photo(LAYOUT_PHOTOS[rng.integers(len(LAYOUT_PHOTOS))]), split)
+    crop = random_crop(rng, photo, size, zoom=rng.uniform(1.0, 3.0))
     scale = rng.uniform(0.5, 2.0) * size * size / 16
     return felzenszwalb(crop, scale=scale, sigma=0.5, min_size=max(4, size * size // 128))
 
@@ -153,8 +152,7 @@ def generate(split: str, num_samples: int, size: int = 64, seed: int = 0):
 class SyntheticSegmentation(torch.utils.data.Dataset):
     """The generated set as a map-style data set of ``(image, label)``.
 
-    ``image``: ``3 x size x size`` float32, normalised with ImageNet statistics
-    (``sapa.tasks.photos.normalize``);
+    ``image``: ``3 x size x size`` float32, normalised with ``MEAN`` / ``STD``;
     ``label``: ``size x size`` int64.
 
     Args:
@@ -176,7 +174,10 @@ class SyntheticSegmentation(torch.utils.data.Dataset):
         return len(self.images)
 
     def __getitem__(self, i):
-        return normalize(self.images[i].float().div_(255)), self.labels[i].long()
+        img = self.images[i].float().div_(255)
+        mean = torch.tensor(MEAN).view(3, 1, 1)
+        std = torch.tensor(STD).view(3, 1, 1)
+        return (img - mean) / std, self.labels[i].long()
 
     def raw_image(self, i) -> np.ndarray:
         """``size x size x 3`` uint8, for figures."""
