@@ -50,7 +50,7 @@ def test_task_declares_what_the_harness_needs():
 
 def test_resolve_defaults_and_option_errors(matting_layout):
     cfg = TASK.resolve(_args(), _settings())
-    assert cfg == {"matting_width": 0.125, "bg_dir": None, "data": "synthetic"}
+    assert cfg == {"matting_width": 0.25, "bg_dir": None, "data": "synthetic"}
     assert TASK.resolve(_args(matting_width=0.5), _settings())["matting_width"] == 0.5
     with pytest.raises(ValueError, match="--matting-width must be"):
         TASK.resolve(_args(matting_width=0.0), _settings())

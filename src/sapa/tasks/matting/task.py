@@ -21,7 +21,7 @@ from .synthetic import SyntheticMatting
 MATTES_PNG = "mattes.png"
 FIGURE_SAMPLES = 3
 REAL_IMAGE_SIZE = 320
-DEFAULT_WIDTH = 0.125
+DEFAULT_WIDTH = 0.25
 
 
 def _unwrap(model: nn.Module) -> nn.Module:
@@ -55,13 +55,13 @@ class MattingTask(Task):
     presets = {
         #                  default   --quick
         "seeds": ([0, 1, 2], [0]),
-        "iters": (600, 300),
+        "iters": (450, 300),
         "batch_size": (8, 8),
         "eval_batch_size": (16, 16),
         "image_size": (64, 64),
         "num_train": (800, 400),
         "num_val": (100, 50),
-        "eval_every": (200, 150),
+        "eval_every": (150, 150),
         "ckpt_every": (50, 50),
         "lr": (5e-3, 5e-3),
         "weight_decay": (1e-4, 1e-4),
