@@ -1,4 +1,4 @@
-"""What is specific to the numba ``cpu`` backend (``sapa.ops.cpu``).
+"""What is specific to the numba ``cpu`` backend (``sapa.ops.backends.numba``).
 
 The generic suites (``test_attention.py``, ``test_primitives.py``, ``test_gradcheck.py``) hold
 every backend, this one included, to a float64 ground truth. Here: the kernels' own code paths
@@ -19,7 +19,9 @@ import pytest
 import torch
 from torch.autograd import gradcheck
 
-from sapa.ops import choose_backend, cpu, lean, local_assemble, local_similarity, reference
+from sapa.ops import choose_backend, local_assemble, local_similarity
+from sapa.ops.backends import lean, reference
+from sapa.ops.backends import numba as cpu
 from sapa.ops import sapa_attention
 
 NORMALIZERS = ("softmax", "relu", "sigmoid", "softplus", "none")
@@ -343,8 +345,8 @@ def test_fallback_when_disabled_warns_once(fresh_state):
 
 def test_fallback_when_numba_cannot_import(fresh_state):
     fresh_state.setitem(cpu._state, "kernels", None)
-    fresh_state.setitem(sys.modules, "sapa.ops.cpu_kernels", None)  # import raises
-    fresh_state.delattr("sapa.ops.cpu_kernels", raising=False)
+    fresh_state.setitem(sys.modules, "sapa.ops.backends.numba.kernels", None)  # import raises
+    fresh_state.delattr("sapa.ops.backends.numba.kernels", raising=False)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         outs, expected = _three_calls()
@@ -382,7 +384,8 @@ def test_fallback_when_compilation_fails(fresh_state):
 
 _CACHE_PROBE = r"""
 import json, torch
-from sapa.ops import cpu, sapa_attention
+from sapa.ops import sapa_attention
+from sapa.ops.backends import numba as cpu
 q, k, v = torch.randn(1, 2, 8, 8), torch.randn(1, 2, 4, 4), torch.randn(1, 3, 4, 4)
 sapa_attention(q, k, v, 3, backend="cpu")
 stats = cpu._state["kernels"].attention_fwd.stats

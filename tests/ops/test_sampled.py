@@ -6,7 +6,9 @@ import pytest
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from sapa.ops import _checks, sampled_lean, sampled_reference
+from sapa.ops import _checks
+from sapa.ops.backends.lean import sampled as sampled_lean
+from sapa.ops.backends.reference import sampled as sampled_reference
 from sapa.ops._geometry import nearest_upsample, window_offsets
 from sapa.ops._sampled_library import sampled_attention_macs
 from sapa.ops.functional import sapa_attention

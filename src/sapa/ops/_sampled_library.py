@@ -1,6 +1,6 @@
 """``torch.ops.sapa.sampled_attention``: SAPA-D's operator registered through ``torch.library``.
 
-Wraps the forward/backward protocol of a sampled-attention backend (see ``sampled_lean``) in
+Wraps the forward/backward protocol of a sampled-attention backend (see ``backends.lean.sampled``) in
 a custom op with a fake (meta) implementation, registered autograd and a FLOP formula, as
 ``_library`` does for the window operator; the last argument names the backend module
 ``sapa.ops.sampled_<backend>``. The reference backend is plain differentiable PyTorch and
@@ -17,7 +17,7 @@ from torch.utils.flop_counter import register_flop_formula
 
 def load_backend(name: str):
     """The module implementing sampled-attention backend ``name``."""
-    return importlib.import_module(f".sampled_{name}", __package__)
+    return importlib.import_module(f".backends.{name}.sampled", __package__)
 
 
 def _stat_dtype(dtype):

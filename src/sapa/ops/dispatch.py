@@ -25,10 +25,10 @@ logger = logging.getLogger("sapa.dispatch")
 
 # name -> module (relative to sapa.ops) implementing the backend
 BACKENDS = {
-    "reference": ".reference",
-    "lean": ".lean",
-    "cpu": ".cpu",
-    "triton": ".triton_backend",
+    "reference": ".backends.reference",
+    "lean": ".backends.lean",
+    "cpu": ".backends.numba",
+    "triton": ".backends.triton",
 }
 # tried in this order when backend=None; the reference is never chosen automatically
 AUTO_ORDER = ("triton", "cpu", "lean")

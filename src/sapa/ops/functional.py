@@ -3,7 +3,8 @@ from __future__ import annotations
 
 import torch
 
-from . import _checks, _library, reference
+from . import _checks, _library
+from .backends import reference
 from .dispatch import choose_backend
 
 

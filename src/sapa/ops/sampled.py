@@ -18,7 +18,9 @@ import logging
 
 import torch
 
-from . import _checks, _sampled_library, sampled_lean, sampled_reference
+from . import _checks, _sampled_library
+from .backends.lean import sampled as sampled_lean
+from .backends.reference import sampled as sampled_reference
 
 logger = logging.getLogger("sapa.dispatch")
 

@@ -1,6 +1,6 @@
 """Numba kernels of the ``cpu`` backend, on NCHW numpy views of the tensors (no layout change).
 
-Importing this module needs numba; ``sapa.ops.cpu`` imports it lazily and falls back to the
+Importing this module needs numba; ``sapa.ops.backends.numba`` imports it lazily and falls back to the
 lean backend when that fails.
 
 Tasks. Work is split into tasks of one batch element and a block of consecutive
@@ -13,7 +13,7 @@ Columns. For one channel and one low-resolution row a task first *gathers* a row
 length ``len(src)``: ``G[t] = xpad[src[t]]``, ``xpad`` the row with ``r`` zeros on both sides.
 ``src`` is chosen so that window column ``w`` (``0 <= w < K``) of every output column ``j'`` is
 ``G[w * step + j']``: each window offset is a contiguous slice, so every inner loop runs over
-``j'`` on contiguous memory and vectorises (see ``sapa.ops.cpu.geometry``). The transposed
+``j'`` on contiguous memory and vectorises (see ``sapa.ops.backends.numba.geometry``). The transposed
 operation accumulates into such a row and scatters it back through ``src``.
 
 Inner loops add four products per pass (``_madd4``; the remainders in one pass of one to five):

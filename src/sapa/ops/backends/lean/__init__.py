@@ -13,8 +13,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from . import _normalizers as nz
-from ._geometry import projective_index
+from ... import _normalizers as nz
+from ..._geometry import projective_index
 
 NAME = "lean"
 

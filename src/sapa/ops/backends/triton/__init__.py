@@ -1,4 +1,4 @@
-"""The fused Triton backend: launchers of ``sapa.ops.triton_kernels`` behind the backend protocol.
+"""The fused Triton backend: launchers of ``sapa.ops.backends.triton.kernels`` behind the backend protocol.
 
 It implements the forward/backward protocol of ``sapa.ops._library`` (``torch.ops.sapa.*``):
 
@@ -27,12 +27,12 @@ import threading
 
 import torch
 
-from ._geometry import EPS
+from ..._geometry import EPS
 
 NAME = "triton"
 
 _HAVE_TRITON = importlib.util.find_spec("triton") is not None
-_PKG = __name__.rpartition(".")[0] + ".triton_kernels"
+_PKG = __name__ + ".kernels"
 
 # Tiles on the GPU. Query-side kernels: BLOCK_P output points x chunks of up to MAX_BLOCK_D /
 # MAX_BLOCK_C channels per program; gathered kernels: GATHER_LANES lanes (low-resolution points
@@ -87,7 +87,7 @@ def _interpreted(t: torch.Tensor) -> bool:
 
 
 def kernels(interpret: bool):
-    """The ``triton_kernels`` package with every ``@triton.jit`` function interpreted
+    """The ``kernels`` package with every ``@triton.jit`` function interpreted
     (``interpret=True``) or compiled.
 
     ``triton.jit`` picks its mode from ``TRITON_INTERPRET`` once, when the decorated module is
@@ -111,8 +111,8 @@ def _import_copy(interpret: bool):
         raise RuntimeError(f"backend 'triton' cannot import triton: {e}") from e
     name = f"{_PKG}_{'interpreted' if interpret else 'compiled'}"
     spec = importlib.util.spec_from_file_location(
-        name, os.path.join(os.path.dirname(__file__), "triton_kernels", "__init__.py"),
-        submodule_search_locations=[os.path.join(os.path.dirname(__file__), "triton_kernels")])
+        name, os.path.join(os.path.dirname(__file__), "kernels", "__init__.py"),
+        submodule_search_locations=[os.path.join(os.path.dirname(__file__), "kernels")])
     module = importlib.util.module_from_spec(spec)
     previous = os.environ.get("TRITON_INTERPRET")
     os.environ["TRITON_INTERPRET"] = "1" if interpret else "0"

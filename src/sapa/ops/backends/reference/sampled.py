@@ -18,8 +18,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from ._geometry import projective_index
-from .reference import normalize
+from ..._geometry import projective_index
+from . import normalize
 
 NAME = "reference"
 

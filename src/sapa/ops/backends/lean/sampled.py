@@ -16,8 +16,8 @@ from __future__ import annotations
 
 import torch
 
-from . import _normalizers as nz
-from .sampled_reference import grid_scale, sample, sampling_grid
+from ... import _normalizers as nz
+from ..reference.sampled import grid_scale, sample, sampling_grid
 
 NAME = "lean"
 

@@ -1,7 +1,7 @@
 """The ``cpu`` backend: numba-compiled kernels for CPU tensors, the default on the CPU.
 
 It implements the forward/backward protocol of ``sapa.ops._library`` (like ``lean``), with
-kernels in ``sapa.ops.cpu_kernels`` that run on NCHW numpy views of the tensors, in
+kernels in ``sapa.ops.backends.numba.kernels`` that run on NCHW numpy views of the tensors, in
 ``torch.get_num_threads()`` threads, without a ``K*K x C x H' x W'`` intermediate:
 
 - forward: one pass per block of output rows (scores, normalisation, assembly); only the
@@ -19,7 +19,7 @@ Conversions at the boundary (each costs a copy; nothing else is converted):
   results cast back; ``stat`` stays ``float32``.
 
 JIT. Kernels compile on first use for each dtype (``float32``, ``float64``) and are cached on
-disk by numba (``__pycache__`` next to ``cpu_kernels.py``, or ``NUMBA_CACHE_DIR``), so later
+disk by numba (``__pycache__`` next to ``kernels.py``, or ``NUMBA_CACHE_DIR``), so later
 processes load them in well under a second. Where numba is missing or cannot compile, or
 ``SAPA_DISABLE_JIT=1`` is set, ``can_run`` says why, automatic dispatch moves on to ``lean``
 and one ``RuntimeWarning`` tells the user; a call already routed here runs ``lean`` instead.
@@ -35,8 +35,8 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 import torch
 
-from . import lean
-from .reference import inside_mask
+from .. import lean
+from ..reference import inside_mask
 
 NAME = "cpu"
 DISABLE_ENV = "SAPA_DISABLE_JIT"
@@ -57,7 +57,7 @@ def jit_unavailable() -> str | None:
         return _state["error"]
     if _state["kernels"] is None:
         try:
-            from . import cpu_kernels
+            from . import kernels as cpu_kernels
         except Exception as e:  # numba missing, or broken on this platform
             _state["error"] = f"numba cannot be imported ({type(e).__name__}: {e})"
             return _state["error"]
@@ -89,7 +89,7 @@ def can_run(*tensors, automatic: bool = False) -> str | None:
 
 @functools.lru_cache(maxsize=64)
 def geometry(h: int, w: int, ho: int, wo: int, kernel_size: int):
-    """Index arrays of the kernels (all ``int64``, see ``cpu_kernels``):
+    """Index arrays of the kernels (all ``int64``, see ``kernels``):
 
     - ``row_start`` (``H + 1``): first output row whose projective row is ``l``;
     - ``rowidx`` (``H'``): projective row ``floor(i' H / H')`` of each output row;

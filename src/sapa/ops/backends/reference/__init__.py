@@ -7,7 +7,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from ._geometry import EPS, projective_index
+from ..._geometry import EPS, projective_index
 
 NAME = "reference"
 

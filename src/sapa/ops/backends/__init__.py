@@ -1,0 +1,1 @@
+"""The backends of the ops, one package each: ``reference``, ``lean``, ``numba``, ``triton``."""
