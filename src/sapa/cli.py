@@ -1,7 +1,9 @@
 """The ``sapa`` command line: ``sapa <command> ...`` (also ``python -m sapa``).
 
 Each command lives in its own module under ``sapa.experiments`` exposing
-``add_arguments(parser)`` and ``main(args) -> int``; it is imported only when it runs.
+``add_arguments(parser)`` and ``main(args) -> int``, or, when its options depend on an earlier
+option (``sapa compare --task``), ``parse_args(argv, prog)`` instead of ``add_arguments``; it is
+imported only when it runs.
 """
 from __future__ import annotations
 
@@ -10,7 +12,7 @@ import importlib
 import sys
 
 COMMANDS = {
-    "compare": ("sapa.experiments.compare", "train upsamplers side by side and report them"),
+    "compare": ("sapa.experiments.compare", "train upsamplers side by side (any task) and report them"),
     "flops": ("sapa.experiments.flops", "FLOPs and parameters of every upsampler (Table 1)"),
 }
 
@@ -30,6 +32,8 @@ def main(argv=None) -> int:
     parser = build_parser()
     if argv and argv[0] in COMMANDS:
         mod = importlib.import_module(COMMANDS[argv[0]][0])
+        if hasattr(mod, "parse_args"):
+            return mod.main(mod.parse_args(argv[1:], prog=f"sapa {argv[0]}")) or 0
         sub = argparse.ArgumentParser(prog=f"sapa {argv[0]}", description=COMMANDS[argv[0]][1])
         mod.add_arguments(sub)
         return mod.main(sub.parse_args(argv[1:])) or 0

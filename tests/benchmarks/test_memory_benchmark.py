@@ -1,5 +1,5 @@
 """``benchmarks/memory.py`` at a small size: the lean backend's peak extra memory of one forward
-+ backward, in a fresh process, stays well below the reference's (the issue's goal is a third)."""
++ backward, in a fresh process, stays well below the reference's (the goal is a third)."""
 from __future__ import annotations
 
 import os

@@ -7,9 +7,9 @@ import sys
 
 import torch
 
-from sapa.experiments import compare
 from sapa.experiments import distributed as D
 from sapa.experiments.trainer import evaluate
+from sapa.tasks import get_task
 
 
 def test_two_cpu_processes(tmp_path):
@@ -32,9 +32,10 @@ def test_two_cpu_processes(tmp_path):
     # the reported metrics (7 validation images split 4 + 3 over the ranks, counts summed)
     # are those of the saved model evaluated in one process
     ck = torch.load(os.path.join(out, row["checkpoint"]), weights_only=False)
-    train_set, val_set = compare.build_datasets(data["config"])
-    model = compare.make_model(data["config"], val_set.num_classes, "sapa-b")
+    task = get_task(data["config"]["task"])
+    train_set, val_set = task.build_datasets(data["config"])
+    model = task.build_model(data["config"], "sapa-b", train_set)
     model.load_state_dict(ck["model"])
-    m = evaluate(model, val_set, D.DistContext(), val_set.num_classes, val_set.ignore_index)
+    m = evaluate(task, model, val_set, data["config"], D.DistContext())
     for k in ("miou", "biou", "acc", "iou_per_class"):
         assert m[k] == row[k], k

@@ -12,7 +12,8 @@ import time
 import pytest
 from PIL import Image
 
-ROW_KEYS = {"upsampler", "seed", "miou", "biou", "acc", "params", "flops", "train_s"}
+ROW_KEYS = {"task", "upsampler", "seed", "miou", "biou", "acc", "params", "flops", "train_s",
+            "iters", "world_size", "device", "iou_per_class", "checkpoint"}
 
 
 def _run_cli(*argv, timeout=300):
@@ -29,7 +30,7 @@ def _check_outputs(out, upsamplers, seeds):
     rows = data["rows"]
     assert {(r["upsampler"], r["seed"]) for r in rows} == {(u, s) for u in upsamplers for s in seeds}
     for r in rows:
-        assert ROW_KEYS <= set(r)
+        assert set(r) == ROW_KEYS and r["task"] == "segmentation"
         for k in ("miou", "biou", "acc"):
             assert 0 <= r[k] <= 1, (k, r[k])
         assert r["params"] > 0 and r["flops"] > 0 and r["train_s"] > 0
@@ -39,7 +40,10 @@ def _check_outputs(out, upsamplers, seeds):
         assert by["sapa-b"]["params"] > by["bilinear"]["params"]
         assert by["sapa-b"]["flops"] > by["bilinear"]["flops"]
     assert data["config"]["model"] == "segnet" and data["environment"]["torch"]
+    assert data["config"]["task"] == "segmentation"
     md = open(os.path.join(out, "results.md")).read()
+    assert md.startswith("# sapa compare --task segmentation")
+    assert "| mIoU (%) | boundary IoU (%) | pixel acc. (%) |" in md
     for u in upsamplers:
         assert f"| {u} | {len(seeds)} |" in md
     for name in ("predictions.png", "features.png", "curves.png"):
@@ -63,11 +67,16 @@ def test_python_dash_m_and_help():
     proc = subprocess.run([sys.executable, "-m", "sapa", "compare", "--help"],
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0 and "--resume" in proc.stdout and "--quick" in proc.stdout
+    assert "--task segmentation:" in proc.stdout and "--widths" in proc.stdout
+    proc = subprocess.run([sys.executable, "-m", "sapa", "compare", "--task", "nope"],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2 and proc.stdout == ""
+    assert "sapa compare: error: --task: unknown task 'nope'; known: segmentation" in proc.stderr
 
 
 @pytest.mark.slow
 def test_real_quick_run(tmp_path):
-    """The documented ``sapa compare --quick`` (the issue's budget: under 2 minutes on 2 idle
+    """The documented ``sapa compare --quick`` (budget: under 2 minutes on 2 idle
     cores; printed, not asserted, because the test machine may be shared)."""
     out = str(tmp_path / "quick")
     tic = time.perf_counter()

@@ -1,11 +1,13 @@
 """What the figures of ``sapa compare`` are drawn from: the last upsampling stage's input,
-output and kernels, captured with a forward hook."""
+output and kernels, captured with a forward hook; the segmentation figures and the harness's
+curves."""
 import pytest
 import torch
 
-from sapa.experiments.figures import capture_last_upsampling, draw_all
+from sapa.experiments.figures import draw_all
 from sapa.models import SegNet
-from sapa.tasks.segmentation import SyntheticSegmentation
+from sapa.tasks.segmentation import TASK, SyntheticSegmentation
+from sapa.viz import capture_last_upsampling
 
 
 @pytest.mark.parametrize("upsampler, has_kernels", [("bilinear", False), ("carafe", True),
@@ -28,11 +30,11 @@ def test_capture_last_upsampling(upsampler, has_kernels):
     assert torch.allclose(k[..., 4:-4, 4:-4].sum(1), torch.ones(1, 8, 8), atol=1e-5)
 
 
-def test_draw_all_writes_three_pngs(tmp_path):
+def test_segmentation_figures_and_curves(tmp_path):
     val = SyntheticSegmentation("val", 3, 32, seed=0)
     torch.manual_seed(0)
     models = {u: SegNet(val.num_classes, u, widths=(4, 8)).eval() for u in ("bilinear", "sapa-b")}
     curve = {"iters": [1, 2, 3], "loss": [2.0, 1.5, 1.2], "val_iters": [3], "val_miou": [0.2]}
-    paths = draw_all(str(tmp_path), models, {u: [curve] for u in models}, val, val.class_names,
-                     val.ignore_index, torch.device("cpu"), num_samples=2)
-    assert sorted(p.split("/")[-1] for p in paths) == ["curves.png", "features.png", "predictions.png"]
+    paths = draw_all(str(tmp_path), TASK, models, {u: [curve] for u in models}, val,
+                     torch.device("cpu"))
+    assert [p.split("/")[-1] for p in paths] == ["predictions.png", "features.png", "curves.png"]

@@ -1,6 +1,5 @@
 """Parts of ``sapa compare``: atomic results, the summary table, the resumable batch stream,
 the training loop's exact resumption, and argument checks before any work."""
-import argparse
 import json
 import math
 import os
@@ -8,11 +7,16 @@ import os
 import pytest
 import torch
 
+from sapa.errors import UsageError
 from sapa.experiments import compare, results
 from sapa.experiments import distributed as D
 from sapa.experiments.trainer import StreamBatchSampler, TrainConfig, lr_factor, train_run
 from sapa.models import SegNet
+from sapa.tasks.base import Column
+from sapa.tasks.segmentation import TASK as SEGMENTATION
 from sapa.tasks.segmentation import SyntheticSegmentation
+
+PCT = (Column("miou", "mIoU (%)", 100.0, 2), Column("biou", "boundary IoU (%)", 100.0, 2))
 
 
 def test_atomic_write_leaves_the_old_file_on_failure_and_no_temporaries(tmp_path):
@@ -43,16 +47,33 @@ def _row(u, seed, miou, biou=0.1, train_s=10.0):
 
 def test_summary_mean_and_sample_std_over_seeds():
     rows = [_row("a", 0, 0.2), _row("b", 0, 0.5), _row("a", 1, 0.4), _row("a", 2, 0.6)]
-    s = results.summarize(rows, order=["b", "a"])
+    s = results.summarize(rows, ["miou", "biou"], order=["b", "a"])
     assert [x["upsampler"] for x in s] == ["b", "a"]
     a = s[1]
     assert a["n"] == 3 and a["miou"] == pytest.approx(0.4)
     assert a["miou_std"] == pytest.approx(0.2)  # sample std of 0.2, 0.4, 0.6
     assert s[0]["miou_std"] == 0.0  # one seed
-    table = results.markdown_table(rows, order=["a", "b"])
-    assert "| a | 3 | 40.00 ± 20.00 |" in table
+    assert a["train_s"] == 10.0
+    table = results.markdown_table(rows, PCT, order=["a", "b"])
+    assert table.splitlines()[0] == ("| upsampler | seeds | mIoU (%) | boundary IoU (%) | params "
+                                     "| GFLOPs | train s / run |")
+    assert "| a | 3 | 40.00 ± 20.00 | **10.00** ± 0.00 |" in table
+    assert "| b | 1 | **50.00** ± 0.00 | **10.00** ± 0.00 |" in table  # a tie: both bold
     assert table.index("| a |") < table.index("| b |")
     assert "2.000" in table  # GFLOPs
+
+
+def test_table_marks_the_best_mean_in_each_columns_direction_and_escapes_pipes():
+    cols = (Column("err", "err", digits=1, lower_is_better=True), Column("acc", "acc", digits=1))
+    rows = [{"upsampler": "x:a=1|2", "err": 1.0, "acc": 0.5, "params": 1, "flops": 0, "train_s": 1},
+            {"upsampler": "y", "err": 2.0, "acc": 0.7, "params": 1, "flops": 0, "train_s": 1},
+            {"upsampler": "z", "err": float("nan"), "acc": 0.6, "params": 1, "flops": 0, "train_s": 1}]
+    lines = results.markdown_table(rows, cols).splitlines()
+    assert lines[2].startswith("| x:a=1\\|2 | 1 | **1.0** ± 0.0 | 0.5 ± 0.0 |")
+    assert lines[3].startswith("| y | 1 | 2.0 ± 0.0 | **0.7** ± 0.0 |")
+    assert lines[4].startswith("| z | 1 | — | 0.6 ± 0.0 |")
+    one = results.markdown_table(rows[1:2], cols)
+    assert "**" not in one  # nothing to compare with
 
 
 def test_batch_stream_is_deterministic_resumable_and_split_across_ranks():
@@ -78,10 +99,12 @@ def test_learning_rate_schedule():
 
 
 def test_train_config_checks():
-    with pytest.raises(ValueError, match="iters"):
+    with pytest.raises(UsageError, match="--iters"):
         TrainConfig(iters=0, batch_size=2)
-    with pytest.raises(ValueError, match="lr"):
+    with pytest.raises(UsageError, match="--lr"):
         TrainConfig(iters=1, batch_size=2, lr=float("nan"))
+    with pytest.raises(UsageError, match="--eval-batch-size"):
+        TrainConfig(iters=1, batch_size=2, eval_batch_size=0)
 
 
 @pytest.fixture
@@ -106,11 +129,12 @@ def test_a_resumed_run_computes_what_the_uninterrupted_run_computes(tmp_path, mo
         torch.manual_seed(0)
         return SegNet(7, "sapa-b", widths=(4, 8))
 
-    kw = dict(seed=0, num_classes=7, ignore_index=255, ckpt_path=str(tmp_path / "ck.pt"))
-    full = train_run(fresh(), train, val, cfg, D.DistContext(), **kw)
+    kw = dict(seed=0, ckpt_path=str(tmp_path / "ck.pt"))
+    full = train_run(SEGMENTATION, fresh(), train, val, {}, cfg, D.DistContext(), **kw)
     mid = saved[0]
     assert mid["iter"] == 3 and "metrics" not in mid
-    resumed = train_run(fresh(), train, val, cfg, D.DistContext(), checkpoint=mid, **kw)
+    resumed = train_run(SEGMENTATION, fresh(), train, val, {}, cfg, D.DistContext(),
+                        checkpoint=mid, **kw)
     assert resumed["iter"] == full["iter"] == 6
     for k, v in full["model"].items():
         assert torch.equal(v, resumed["model"][k]), k
@@ -126,8 +150,6 @@ def _roundtrip(tmp_path, obj):
 
 
 def _args(**kw):
-    p = argparse.ArgumentParser()
-    compare.add_arguments(p)
     argv = []
     for k, v in kw.items():
         flag = "--" + k.replace("_", "-")
@@ -137,31 +159,70 @@ def _args(**kw):
             argv += [flag, *map(str, v)]
         else:
             argv += [flag, str(v)]
-    return p.parse_args(argv)
+    return compare.parse_args(argv)
 
 
 def test_presets_and_explicit_arguments():
     s = compare.resolve(_args(quick=True, iters=7))
+    assert s["task"] is SEGMENTATION and s["config"]["task"] == "segmentation"
     assert s["upsamplers"] == ["bilinear", "sapa-b"] and s["seeds"] == [0]
     assert s["train"].iters == 7 and s["config"]["num_train"] == 256
     d = compare.resolve(_args())
     assert d["upsamplers"] == ["bilinear", "carafe", "sapa-b", "sapa-g"]
     assert d["seeds"] == [0, 1, 2] and d["config"]["widths"] == [16, 32, 64, 128]
+    assert d["config"]["lr"] == 2e-3 and d["config"]["eval_batch_size"] == 16
+    assert d["config"]["data"] == "synthetic" and d["config"]["image_size"] == 64
+
+
+def test_upsamplers_are_space_separated_and_the_comma_list_still_works():
+    new = compare.resolve(_args(upsamplers=["bilinear", "sapa-b", "carafe"]))
+    old = compare.resolve(_args(upsamplers="bilinear,sapa-b,carafe"))
+    assert new["upsamplers"] == old["upsamplers"] == ["bilinear", "sapa-b", "carafe"]
+
+
+def test_folder_data_defaults(tmp_path):
+    s = compare.resolve(_args(data=str(tmp_path)))
+    assert s["config"]["data"] == str(tmp_path) and s["config"]["image_size"] == 256
+    assert s["config"]["num_train"] is None and s["config"]["num_val"] is None
+    s = compare.resolve(_args(data=str(tmp_path), image_size=128, num_val=5))
+    assert s["config"]["image_size"] == 128 and s["config"]["num_val"] == 5
 
 
 @pytest.mark.parametrize("kw, match", [
-    ({"upsamplers": "bilinear,nope"}, "unknown name"),
+    ({"upsamplers": "bilinear,nope"}, "unknown upsampler .nope."),
     ({"upsamplers": "bilinear,bilinear"}, "twice"),
+    ({"upsamplers": ["bilinear", "bilinear"]}, "twice"),
     ({"seeds": [0, 0]}, "distinct"),
     ({"image_size": 40}, "multiple of 16"),
     ({"widths": "8,x"}, "widths"),
     ({"data": "/no/such/folder"}, "existing folder"),
     ({"num_train": 0}, "num-train"),
+    ({"iters": 0}, "--iters"),
+    ({"lr": -1}, "--lr"),
+    ({"threads": 0}, "--threads"),
+    ({"channels": 0}, "--channels"),
 ])
 def test_bad_arguments_fail_before_any_work(kw, match, tmp_path, capsys):
     args = _args(out=str(tmp_path / "out"), **kw)
-    with pytest.raises(ValueError, match=match):
+    with pytest.raises(UsageError, match=match):
         compare.resolve(args)
     assert compare.main(args) == 2
-    assert match.split()[0] in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert err.startswith("sapa compare: error: ") and err.count("\n") == 1
+    assert match.split()[0] in err
     assert not (tmp_path / "out").exists()
+
+
+def test_a_bad_data_folder_is_a_one_line_error_naming_the_file(tmp_path, capsys):
+    root = tmp_path / "VOC2012"
+    for d in ("JPEGImages", "SegmentationClass", "ImageSets/Segmentation"):
+        (root / d).mkdir(parents=True)
+    (root / "ImageSets/Segmentation/train.txt").write_text("a\n\nb\n")
+    (root / "ImageSets/Segmentation/val.txt").write_text("a\n")
+    for name in ("JPEGImages/a.jpg", "SegmentationClass/a.png"):
+        (root / name).write_bytes(b"")
+    out = tmp_path / "out"
+    assert compare.main(_args(data=str(root), out=str(out), image_size=32, no_figures=True)) == 2
+    err = capsys.readouterr().err
+    assert err == (f"sapa compare: error: {root}/ImageSets/Segmentation/train.txt, line 3: lists "
+                   f"'b' but {root}/JPEGImages/b.jpg does not exist\n")

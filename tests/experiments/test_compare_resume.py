@@ -1,7 +1,6 @@
 """``--resume``: a comparison killed with SIGKILL in the middle of a run continues from the
 run's checkpoint, keeps the finished runs untouched and ends where an uninterrupted
 comparison ends; and ``--out`` is never silently overwritten or mixed with other settings."""
-import argparse
 import json
 import os
 import signal
@@ -28,9 +27,7 @@ def one_thread():
 
 
 def _args(*argv):
-    p = argparse.ArgumentParser()
-    compare.add_arguments(p)
-    return p.parse_args(list(argv))
+    return compare.parse_args(list(argv))
 
 
 def _rows(out):
@@ -40,8 +37,8 @@ def _rows(out):
 
 def test_resume_after_sigkill(tmp_path, one_thread):
     out = str(tmp_path / "killed")
-    argv = [*TINY, "--upsamplers", "bilinear,sapa-b", "--iters", "30", "--eval-every", "15",
-            "--ckpt-every", "2", "--out", out]
+    argv = [*TINY, "--iters", "30", "--eval-every", "15", "--ckpt-every", "2", "--out", out,
+            "--upsamplers", "bilinear", "sapa-b"]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     proc = subprocess.Popen([sys.executable, "-m", "sapa", "compare", *argv], env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
@@ -75,8 +72,7 @@ def test_resume_after_sigkill(tmp_path, one_thread):
 
     # the resumed run ends exactly where an uninterrupted one does
     ref = str(tmp_path / "uninterrupted")
-    ref_argv = [a if a != out else ref for a in argv]
-    ref_argv[ref_argv.index("bilinear,sapa-b")] = "sapa-b"
+    ref_argv = [a if a != out else ref for a in argv if a != "bilinear"]
     assert compare.main(_args(*ref_argv)) == 0
     [ref_row] = _rows(ref)
     for k in ("miou", "biou", "acc", "iou_per_class", "params", "flops", "iters"):
@@ -105,8 +101,32 @@ def test_resume_refuses_other_settings_and_adds_new_runs(tmp_path, capsys, one_t
     assert _rows(out) == first
 
     # other upsamplers / seeds are other runs, not other settings: only the new ones run
-    assert compare.main(_args(*base, "--upsamplers", "bilinear,sapa-i", "--resume")) == 0
+    assert compare.main(_args(*base, "--upsamplers", "bilinear,sapa-i", "--resume")) == 0  # old syntax
     rows = _rows(out)
     assert rows[0] == first[0]
     assert [(r["upsampler"], r["seed"]) for r in rows] == [("bilinear", 0), ("sapa-i", 0)]
     assert "1 run(s) to do, 1 finished" in capsys.readouterr().out
+
+
+def test_resume_refuses_another_task(tmp_path, capsys, one_thread):
+    import fake_task
+    from sapa.tasks import register_task, unregister_task
+
+    out = str(tmp_path / "o")
+    assert compare.main(_args(*TINY, "--iters", "1", "--upsamplers", "bilinear", "--out", out)) == 0
+    register_task(fake_task.FakeTask())
+    try:
+        assert compare.main(_args("--task", "fake", "--quick", "--out", out, "--resume")) == 2
+    finally:
+        unregister_task("fake")
+    assert "task: 'segmentation' there, 'fake' now" in capsys.readouterr().err
+
+    # a comparison written before --task existed has no task in its configuration: segmentation
+    with open(os.path.join(out, "results.json")) as f:
+        data = json.load(f)
+    del data["config"]["task"]
+    with open(os.path.join(out, "results.json"), "w") as f:
+        json.dump(data, f)
+    argv = [*TINY, "--iters", "1", "--upsamplers", "bilinear", "--out", out, "--resume"]
+    assert compare.main(_args(*argv)) == 0
+    assert "0 run(s) to do, 1 finished" in capsys.readouterr().out

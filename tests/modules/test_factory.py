@@ -3,8 +3,9 @@
 The per-name tests run over whatever is registered, so a newly registered upsampler is held
 to the same contract without editing this file:
 
-- ``build_upsampler(name, C, guide_channels=Cg, scale_factor=s)`` either raises a
-  ``ValueError`` naming ``scale_factor`` (the upsampler does not support that factor) or
+- ``build_upsampler(name, C, guide_channels=Cg, scale_factor=s)`` refuses a ``scale_factor``
+  that is not a positive int, and for a positive int either raises a ``ValueError`` naming
+  ``scale_factor`` (the upsampler does not support that factor; every one supports 2) or
   returns a module with ``forward(x, guide=None) -> B x C x sH x sW``;
 - guided upsamplers take their output size from the guide and raise a ``ValueError`` that
   mentions the guide when called without one; guide-free ones accept and ignore a guide;
@@ -18,8 +19,8 @@ import torch
 import sapa
 from sapa.modules import is_guided, register_upsampler
 
-# every name of issue 5
-ISSUE_NAMES = (
+# the zoo: the paper's baselines and every SAPA variant
+ZOO = (
     "nearest", "bilinear", "deconv", "pixelshuffle", "carafe", "indexnet-hin", "indexnet-m2o",
     "a2u", "fade", "dysample", "sapa-i", "sapa-b", "sapa-p", "sapa-g", "sapa-d",
 )
@@ -29,15 +30,16 @@ C = 16  # channels of x and of the guide (SAPA-I and IndexNet-M2O need them equa
 B, H, W = 2, 5, 6
 
 
-def build_or_skip(name, scale):
-    """The module, or a skip when the upsampler rejects ``scale`` with a ValueError that says so."""
+def build_or_refuse(name, scale):
+    """The module, or ``None`` when the upsampler refuses ``scale`` with a ValueError that names
+    ``scale_factor`` (which no upsampler may do for 2)."""
     torch.manual_seed(0)
     try:
         return sapa.build_upsampler(name, C, guide_channels=C, scale_factor=scale)
     except ValueError as err:
-        if "scale_factor" not in str(err):
+        if "scale_factor" not in str(err) or scale == 2:
             raise
-        pytest.skip(f"{name} does not support scale_factor={scale}: {err}")
+        return None
 
 
 def inputs(scale, requires_grad=False):
@@ -46,9 +48,8 @@ def inputs(scale, requires_grad=False):
     return x, guide
 
 
-def test_every_issue_name_is_registered():
-    """Passes once every part of the zoo is in (parts are written in parallel)."""
-    missing = sorted(set(ISSUE_NAMES) - set(REGISTERED))
+def test_every_zoo_name_is_registered():
+    missing = sorted(set(ZOO) - set(REGISTERED))
     assert not missing, f"not registered yet: {missing}"
 
 
@@ -93,7 +94,9 @@ def test_guide_free_names():
 @pytest.mark.parametrize("scale", [2, 4])
 @pytest.mark.parametrize("name", REGISTERED)
 def test_build_and_shapes(name, scale):
-    up = build_or_skip(name, scale)
+    up = build_or_refuse(name, scale)
+    if up is None:
+        return  # the refusal named scale_factor: this upsampler's contract
     assert isinstance(up, torch.nn.Module)
     x, guide = inputs(scale)
     with torch.no_grad():
@@ -106,7 +109,7 @@ def test_build_and_shapes(name, scale):
 
 @pytest.mark.parametrize("name", [n for n in REGISTERED if is_guided(n)])
 def test_guided_needs_a_guide(name):
-    up = build_or_skip(name, 2)
+    up = build_or_refuse(name, 2)
     x, _ = inputs(2)
     with pytest.raises(ValueError, match="guide"):
         up(x)
@@ -116,7 +119,7 @@ def test_guided_needs_a_guide(name):
 
 @pytest.mark.parametrize("name", REGISTERED)
 def test_gradients_reach_every_parameter(name):
-    up = build_or_skip(name, 2)
+    up = build_or_refuse(name, 2)
     x, guide = inputs(2, requires_grad=True)
     out = up(x, guide)
     (out * torch.randn_like(out)).sum().backward()
@@ -125,3 +128,30 @@ def test_gradients_reach_every_parameter(name):
         assert p.grad is not None, f"{name}: {pname} is not in the graph"
         assert torch.isfinite(p.grad).all(), f"{name}: non-finite gradient for {pname}"
         assert p.grad.abs().sum() > 0, f"{name}: zero gradient for {pname}"
+
+
+@pytest.mark.parametrize("bad", [-1, 0, 2.5, 2.0, True, "2", None])
+@pytest.mark.parametrize("name", REGISTERED)
+def test_bad_scale_factor_is_refused_by_every_upsampler(name, bad):
+    # guided upsamplers that take their size from the guide used to accept and ignore these
+    with pytest.raises(ValueError, match=r"scale_factor must be a positive int, got "):
+        sapa.build_upsampler(name, C, guide_channels=C, scale_factor=bad)
+
+
+# upsamplers with a backend= option, and the op family it is forwarded to
+BACKEND_OPTION = {"sapa-i": "window", "sapa-b": "window", "sapa-p": "window", "sapa-g": "window",
+                  "carafe": "window", "a2u": "window", "fade": "window", "sapa-d": "sampled"}
+
+
+@pytest.mark.parametrize("name", [n for n in REGISTERED if n in BACKEND_OPTION])
+def test_unknown_backend_is_refused_at_construction(name):
+    from sapa.ops import list_backends
+    from sapa.ops.sampled import list_sampled_backends
+
+    names = list_backends() if BACKEND_OPTION[name] == "window" else list_sampled_backends()
+    for bad in ("gpu", "CPU", "", 1):
+        with pytest.raises(ValueError, match="backend must be None or one of") as err:
+            sapa.build_upsampler(name, C, guide_channels=C, backend=bad)
+        assert str(names) in str(err.value) and repr(bad) in str(err.value)
+    for good in names:  # every listed backend is accepted when the module is built
+        sapa.build_upsampler(name, C, guide_channels=C, backend=good)

@@ -1,5 +1,5 @@
 """The SAPA module (variants I / B / P / G): shapes, Table-1 parameter counts, the formulas of
-paper §4.2 / DESIGN.md §2, gradients to every parameter, state_dict round trip, bad input."""
+paper §4.2 (as the ``SAPA`` docstring writes them), gradients to every parameter, state_dict round trip, bad input."""
 from __future__ import annotations
 
 import io
@@ -132,7 +132,7 @@ def _conv(t, conv):
 
 
 def expected_output(m: SAPA, x, guide):
-    """DESIGN.md §2 written out: LN, 1x1 projections, NN upsampling, the reference operator."""
+    """Paper §4.2 written out: LN, 1x1 projections, NN upsampling, the reference operator."""
     xn, yn = _ln(x, m.norm_x), _ln(guide, m.norm_guide)
     size = guide.shape[2:]
     if m.variant == "I":

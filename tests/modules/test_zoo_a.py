@@ -146,7 +146,7 @@ def test_bad_options():
         DySample(8, 3, style="pl", groups=2)
     with pytest.raises(TypeError, match="dyscope must be a bool"):
         DySample(8, dyscope=1)
-    with pytest.raises(TypeError, match="unexpected keyword"):
+    with pytest.raises(ValueError, match="bilinear has no option 'kernel_size'"):
         sapa.build_upsampler("bilinear", 8, kernel_size=3)
 
 
@@ -381,6 +381,99 @@ def test_dysample_matches_official(style, dyscope, scale, groups):
     randomize_(up, std=1.0)  # offsets of a few pixels, many past the border
     x = torch.randn(2, c, 3, 4, dtype=torch.float64)
     torch.testing.assert_close(up(x), naive_dysample(up, x))
+
+
+def authors_init_pos(s, groups, dtype):
+    """tiny-smart/dysample ``DySample._init_pos`` (their meshgrid / transpose / repeat), in
+    ``dtype``: ``h = arange(-(s - 1) / 2, (s - 1) / 2 + 1) / s``."""
+    h = torch.arange((-s + 1) / 2, (s - 1) / 2 + 1, dtype=dtype) / s
+    grid = torch.stack(torch.meshgrid([h, h], indexing="ij")).transpose(1, 2)
+    return grid.repeat(1, groups, 1).reshape(1, -1, 1, 1)
+
+
+class AuthorsDySample(torch.nn.Module):
+    """tiny-smart/dysample ``dysample.py`` (latest: ``scope`` without bias), transcribed: the
+    same module tree and state-dict names, the same sequence of operations."""
+
+    def __init__(self, c, s, style, groups, dyscope):
+        super().__init__()
+        self.scale, self.style, self.groups = s, style, groups
+        cin, cout = (c // s**2, 2 * groups) if style == "pl" else (c, 2 * groups * s**2)
+        self.offset = torch.nn.Conv2d(cin, cout, 1)
+        if dyscope:
+            self.scope = torch.nn.Conv2d(cin, cout, 1, bias=False)
+        self.register_buffer("init_pos", authors_init_pos(s, groups, torch.get_default_dtype()))
+
+    def sample(self, x, offset):
+        b, _, h, w = offset.shape
+        offset = offset.view(b, 2, -1, h, w)
+        cw, ch = torch.arange(w) + 0.5, torch.arange(h) + 0.5
+        coords = torch.stack(torch.meshgrid([cw, ch], indexing="ij")).transpose(1, 2)
+        coords = coords.unsqueeze(1).unsqueeze(0).type(x.dtype)
+        norm = torch.tensor([w, h], dtype=x.dtype).view(1, 2, 1, 1, 1)
+        # the release pixel-shuffles this 5-D tensor directly; torch's CPU backward of that
+        # refuses the permuted gradient ("Unsupported memory format"), so shuffle the 4-D
+        # view: the same data movement
+        coords = F.pixel_shuffle((2 * (coords + offset) / norm - 1).flatten(1, 2), self.scale)
+        coords = coords.unflatten(1, (2, -1)).permute(0, 2, 3, 4, 1).contiguous().flatten(0, 1)
+        out = F.grid_sample(x.reshape(b * self.groups, -1, h, w), coords, mode="bilinear",
+                            align_corners=False, padding_mode="border")
+        return out.view(b, -1, self.scale * h, self.scale * w)
+
+    def forward(self, x):
+        s = self.scale
+        if self.style == "pl":
+            x_ = F.pixel_shuffle(x, s)
+            if hasattr(self, "scope"):
+                off = F.pixel_unshuffle(self.offset(x_) * self.scope(x_).sigmoid(), s) * 0.5
+            else:
+                off = F.pixel_unshuffle(self.offset(x_), s) * 0.25
+        elif hasattr(self, "scope"):
+            off = self.offset(x) * self.scope(x).sigmoid() * 0.5
+        else:
+            off = self.offset(x) * 0.25
+        return self.sample(x, off + self.init_pos)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("scale", [2, 3, 4, 5])
+def test_dysample_init_pos_is_the_authors_bit_for_bit(scale, dtype):
+    groups = 2
+    default = torch.get_default_dtype()
+    torch.set_default_dtype(dtype)  # a model built in float64 evaluates the offsets in it
+    try:
+        up = DySample(4, scale, groups=groups)
+    finally:
+        torch.set_default_dtype(default)
+    want = authors_init_pos(scale, groups, dtype)
+    assert up.init_pos.dtype == dtype and torch.equal(up.init_pos, want)
+    # built in float32, then cast, as the authors' module would be
+    assert torch.equal(DySample(4, scale, groups=groups).double().init_pos,
+                       authors_init_pos(scale, groups, torch.float32).double())
+
+
+@pytest.mark.parametrize("style,dyscope", DYSAMPLE_CONFIGS)
+def test_dysample_scale3_equals_the_authors_module_float64(style, dyscope):
+    torch.manual_seed(0)
+    s, groups = 3, 2
+    c = 2 * s * s
+    ours = randomize_(DySample(c, s, style=style, groups=groups, dyscope=dyscope), std=0.5)
+    theirs = AuthorsDySample(c, s, style, groups, dyscope)
+    # the weights copied across; each module keeps the offsets buffer it computed itself
+    weights = {k: v for k, v in ours.state_dict().items() if k != "init_pos"}
+    assert theirs.load_state_dict(weights, strict=False).missing_keys == ["init_pos"]
+    ours, theirs = ours.double(), theirs.double()
+    x = torch.randn(2, c, 3, 4, dtype=torch.float64)
+    xa, xb = x.clone().requires_grad_(), x.clone().requires_grad_()
+    out_ours, out_theirs = ours(xa), theirs(xb)
+    assert torch.equal(out_ours, out_theirs)
+    grad = torch.randn_like(out_ours)
+    out_ours.backward(grad)
+    out_theirs.backward(grad)
+    assert torch.equal(xa.grad, xb.grad)
+    theirs_params = dict(theirs.named_parameters())
+    for name, p in ours.named_parameters():
+        assert torch.equal(p.grad, theirs_params[name].grad), name
 
 
 @pytest.mark.parametrize("style,dyscope", DYSAMPLE_CONFIGS)

@@ -506,7 +506,7 @@ def test_bad_inputs_raise_before_work(name):
 
 
 @pytest.mark.parametrize("name,kwargs,match", [
-    ("indexnet-hin", {"block": "m2o"}, "multiple values"),
+    ("indexnet-hin", {"block": "m2o"}, "indexnet-hin has no option .block."),
     ("indexnet-m2o", {"guide_channels": 4}, "guide_channels == in_channels"),
     ("fade", {"guide_channels": 4}, "guide_channels == in_channels"),
     ("fade", {"kernel_size": 4}, "kernel_size"),

@@ -3,6 +3,7 @@ import numpy as np
 import pytest
 import torch
 
+from sapa.tasks import photos
 from sapa.tasks.segmentation import synthetic
 from sapa.tasks.segmentation.synthetic import CLASS_NAMES, SyntheticSegmentation, generate
 
@@ -45,7 +46,7 @@ def test_shapes_ranges_and_classes(train16):
 
 def test_train_and_val_come_from_disjoint_rows_of_each_photograph():
     img = np.arange(100)[:, None].repeat(3, 1)
-    tr, va = synthetic._split_rows(img, "train"), synthetic._split_rows(img, "val")
+    tr, va = photos.split_rows(img, "train"), photos.split_rows(img, "val")
     assert len(tr) + len(va) == 100 and set(tr[:, 0]).isdisjoint(va[:, 0])
 
 

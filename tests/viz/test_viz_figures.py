@@ -66,6 +66,17 @@ def test_predictions_features_and_curves_figures(tmp_path):
     assert _png_size(p)[0] > 100
 
 
+def test_training_curves_of_any_metric():
+    curve = {"iters": [1, 2, 3, 4], "loss": [2.0, 1.0, 0.5, 0.4], "val_iters": [2, 4],
+             "val_rmse": [0.8, 0.6]}
+    fig = viz.plot_training_curves({"a": [curve]}, metric="rmse", label="RMS (m)", scale=2.0)
+    ax = fig.axes[1]
+    assert ax.get_ylabel() == "RMS (m)"
+    assert np.allclose(ax.lines[0].get_ydata(), [1.6, 1.2])  # the seed's line, scaled
+    with pytest.raises(KeyError, match="val_miou"):
+        viz.plot_training_curves({"a": [curve]})  # the default metric is mIoU
+
+
 def test_plots_reject_mismatched_input():
     img = [np.zeros((4, 4, 3), np.uint8)]
     with pytest.raises(ValueError, match="same non-zero length"):

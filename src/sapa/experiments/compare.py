@@ -1,186 +1,184 @@
-"""``sapa compare``: train one segmentation model per upsampler and seed, report them side by side.
+"""``sapa compare``: train one model of a task per upsampler and seed, report them side by side.
 
 Examples::
 
     sapa compare --quick --out runs/quick                 # the whole pipeline in ~1-2 minutes
     sapa compare --out runs/compare                       # bilinear, carafe, sapa-b, sapa-g x 3 seeds
     sapa compare --out runs/compare --resume              # continue an interrupted comparison
-    sapa compare --data /data/ADEChallengeData2016 --image-size 256 --iters 20000 --out runs/ade
+    sapa compare --task depth --quick --out runs/depth    # another task (--task T --help: its options)
+    sapa compare --upsamplers bilinear sapa-b:kernel_size=7 --out runs/k7
     torchrun --nproc_per_node 8 -m sapa compare --out runs/ddp   # one process per GPU
 
+The task (``--task``, a ``sapa.tasks.base.Task``) supplies data, model, loss, inference,
+metrics, table columns and figures; this module and ``trainer`` supply everything else.
 Writes into ``--out``: ``results.json`` (``{"config", "environment", "command", "rows"}``, one
-row per finished run), ``results.md`` (mean ± std over seeds), ``predictions.png``,
-``features.png``, ``curves.png`` and ``runs/<upsampler>-seed<k>/checkpoint.pt``.
+row per finished run), ``results.md`` (mean ± std over seeds), ``curves.png``, the task's
+figures and ``runs/<upsampler>-seed<k>/checkpoint.pt``.
 """
 from __future__ import annotations
 
 import argparse
+import numbers
 import os
 import shlex
 import sys
+import textwrap
 import time
 
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 from tqdm.auto import tqdm
 
-from ..models import MODELS, build_model
-from ..modules import list_upsamplers
+from ..errors import UsageError
+from ..tasks import get_task, list_tasks
+from ..tasks.base import PRESET_KEYS, Task
 from . import distributed as D
 from .figures import draw_all
 from .results import (RESULTS_JSON, RESULTS_MD, atomic_write_json, atomic_write_text,
                       environment, load_results, results_markdown)
-from .trainer import TrainConfig, train_run
+from .specs import run_name, split_upsamplers
+from .trainer import TrainConfig, format_metric, train_run
 
-DEFAULT_UPSAMPLERS = "bilinear,carafe,sapa-b,sapa-g"
-# every setting that --quick changes, and its value with and without --quick
-PRESETS = {
-    #                 default run            --quick
-    "upsamplers": (DEFAULT_UPSAMPLERS, "bilinear,sapa-b"),
-    "seeds": ([0, 1, 2], [0]),
-    "image_size": (64, 64),
-    "num_train": (1024, 256),
-    "num_val": (128, 64),
-    "widths": ("16,32,64,128", "16,32,64,128"),
-    "iters": (500, 150),
-    "batch_size": (8, 8),
-    "eval_every": (100, 50),
-    "ckpt_every": (50, 50),
-}
-FOLDER_IMAGE_SIZE = 256
+DESCRIPTION = "train one model of a task per upsampler and seed, report them side by side"
+DEFAULT_TASK = "segmentation"
 # settings that do not change a run's final numbers: --resume may use other values
 NOT_RESULT_KEYS = ("ckpt_every", "eval_every", "workers", "eval_batch_size")
-
+# row keys the harness writes; a task's metric may not use them
+ROW_KEYS = ("task", "upsampler", "seed", "params", "flops", "train_s", "iters", "world_size",
+            "device", "checkpoint")
 
 EXAMPLES = """examples:
   sapa compare --quick --out runs/quick       # bilinear vs sapa-b, 1 seed: a minute or two
   sapa compare --out runs/compare             # bilinear, carafe, sapa-b, sapa-g x 3 seeds
   sapa compare --out runs/compare --resume    # continue an interrupted comparison
+  sapa compare --upsamplers bilinear sapa-b sapa-b:kernel_size=7 --out runs/k7
   sapa compare --data /data/VOCdevkit --image-size 256 --iters 20000 --out runs/voc
+  sapa compare --task depth --help            # another task's options
   torchrun --nproc_per_node 8 -m sapa compare --out runs/ddp
 """
 
 
-def add_arguments(p: argparse.ArgumentParser) -> None:
+# ---- command line --------------------------------------------------------------------------------
+
+def add_arguments(p: argparse.ArgumentParser, task: Task | None = None) -> None:
+    """The harness's options, then ``task``'s own group (default: the default task's)."""
+    task = task or get_task(DEFAULT_TASK)
     p.formatter_class = argparse.RawDescriptionHelpFormatter
     p.epilog = EXAMPLES
+    p.add_argument("--task", default=DEFAULT_TASK, metavar="TASK",
+                   help=f"one of {', '.join(list_tasks())} (default: %(default)s); "
+                        "'--task TASK --help' lists that task's options")
     p.add_argument("--out", default="runs/compare", help="output folder (default: %(default)s)")
     p.add_argument("--quick", action="store_true",
-                   help="the whole pipeline on a small budget: bilinear and sapa-b, 1 seed, "
-                        "150 steps (about a minute on 2 cores)")
+                   help="the whole pipeline on a small budget (the task's quick presets: fewer "
+                        "upsamplers, seeds, steps and samples)")
     p.add_argument("--resume", action="store_true",
                    help="continue the comparison in --out: finished runs are kept, interrupted "
                         "ones continue from their checkpoint, the configuration must match")
-    p.add_argument("--upsamplers", help=f"comma-separated names (default: {DEFAULT_UPSAMPLERS}); "
-                                        "see sapa.list_upsamplers()")
-    p.add_argument("--seeds", type=int, nargs="+", help="seeds, one run each (default: 0 1 2)")
-    g = p.add_argument_group("model")
-    g.add_argument("--model", choices=MODELS, default="segnet", help="(default: %(default)s)")
-    g.add_argument("--widths", help="SegNet channels per stage, shallow to deep "
-                                    "(default: 16,32,64,128; the depth is their count)")
-    g.add_argument("--backbone", default="resnet18",
-                   help="timm backbone of --model fpn (default: %(default)s)")
-    g.add_argument("--pretrained", action="store_true",
-                   help="--model fpn: load the backbone's pretrained weights (timm cache)")
-    g.add_argument("--channels", type=int, default=128,
-                   help="--model fpn: pyramid width (default: %(default)s)")
+    p.add_argument("--upsamplers", nargs="+", metavar="SPEC",
+                   help="upsamplers to compare, separated by spaces: names of "
+                        "sapa.list_upsamplers(), optionally with options, e.g. "
+                        "'sapa-b:kernel_size=7' (default for this task: "
+                        f"{' '.join(task.default_upsamplers)}; --quick: "
+                        f"{' '.join(task.quick_upsamplers)})")
+    p.add_argument("--seeds", type=int, nargs="+",
+                   help=f"seeds, one run each (default: {_preset_text(task, 'seeds')})")
     g = p.add_argument_group("data")
-    g.add_argument("--data", default="synthetic",
-                   help="'synthetic' (generated, the default) or a folder in the ADE20K or "
-                        "Pascal VOC layout")
+    g.add_argument("--data", help="the task's generated data set (default) or a folder in one "
+                                  "of the task's layouts (see its options below)")
     g.add_argument("--image-size", type=int,
-                   help=f"side of the (square) training and validation images (default: 64 for "
-                        f"synthetic, {FOLDER_IMAGE_SIZE} for folders)")
+                   help=f"side of the training images (default: {_preset_text(task, 'image_size')})")
     g.add_argument("--num-train", type=int,
-                   help="synthetic: training samples to generate (default 1024); folders: use "
-                        "at most this many (default: all)")
-    g.add_argument("--num-val", type=int, help="as --num-train, for validation (default 128)")
+                   help=f"training samples (default: {_preset_text(task, 'num_train')})")
+    g.add_argument("--num-val", type=int,
+                   help=f"validation samples (default: {_preset_text(task, 'num_val')})")
     g.add_argument("--data-seed", type=int, default=0,
                    help="seed of the generated data set (default: %(default)s)")
     g.add_argument("--workers", type=int, default=0, help="data loader processes (default: 0)")
     g = p.add_argument_group("training")
-    g.add_argument("--iters", type=int, help="training steps per run (default: 500)")
-    g.add_argument("--batch-size", type=int, help="global batch size (default: 8)")
-    g.add_argument("--lr", type=float, default=2e-3, help="AdamW learning rate (default: %(default)s)")
-    g.add_argument("--weight-decay", type=float, default=1e-4, help="(default: %(default)s)")
-    g.add_argument("--eval-every", type=int, help="validate every this many steps (default: 100)")
-    g.add_argument("--ckpt-every", type=int, help="checkpoint every this many steps (default: 50)")
+    g.add_argument("--iters", type=int,
+                   help=f"training steps per run (default: {_preset_text(task, 'iters')})")
+    g.add_argument("--batch-size", type=int,
+                   help=f"global batch size (default: {_preset_text(task, 'batch_size')})")
+    g.add_argument("--eval-batch-size", type=int,
+                   help="validation batch size per process "
+                        f"(default: {_preset_text(task, 'eval_batch_size')})")
+    g.add_argument("--lr", type=float,
+                   help=f"AdamW learning rate (default: {_preset_text(task, 'lr')})")
+    g.add_argument("--weight-decay", type=float,
+                   help=f"AdamW weight decay (default: {_preset_text(task, 'weight_decay')})")
+    g.add_argument("--eval-every", type=int,
+                   help=f"validate every this many steps (default: {_preset_text(task, 'eval_every')})")
+    g.add_argument("--ckpt-every", type=int,
+                   help=f"checkpoint every this many steps (default: {_preset_text(task, 'ckpt_every')})")
     g.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"),
                    help="(default: cuda when available)")
     g.add_argument("--threads", type=int,
                    help="CPU threads per process (default: torch's choice; torchrun sets 1 "
                         "when it starts several processes)")
     g.add_argument("--no-figures", action="store_true", help="skip the PNG figures")
+    doc = " ".join((type(task).__doc__ or "").strip().split("\n\n")[0].split())
+    task.add_arguments(p.add_argument_group(f"--task {task.name}", textwrap.fill(doc, 76)))
 
 
-def _parse_ints(name, text):
+def _preset_text(task: Task, key: str) -> str:
+    default, quick = task.presets[key]
+    show = (lambda v: " ".join(map(str, v))) if isinstance(default, list) else str
+    return show(default) if default == quick else f"{show(default)}; --quick: {show(quick)}"
+
+
+def parse_args(argv: list[str], prog: str = "sapa compare") -> argparse.Namespace:
+    """Parse ``sapa compare`` arguments: ``--task`` first, then the harness's options together
+    with that task's own (so ``--task T --help`` shows ``T``'s)."""
+    pre = argparse.ArgumentParser(prog=prog, add_help=False)
+    pre.add_argument("--task", default=DEFAULT_TASK)
+    known, _ = pre.parse_known_args(argv)
+    parser = argparse.ArgumentParser(prog=prog, description=DESCRIPTION)
     try:
-        vals = tuple(int(v) for v in text.split(","))
-    except ValueError:
-        raise ValueError(f"--{name} must be comma-separated positive ints, got {text!r}") from None
-    if not vals or min(vals) < 1:
-        raise ValueError(f"--{name} must be comma-separated positive ints, got {text!r}")
-    return vals
+        task = get_task(known.task)
+    except UsageError as exc:
+        parser.error(str(exc))
+    add_arguments(parser, task)
+    return parser.parse_args(argv)
 
+
+# ---- settings ------------------------------------------------------------------------------------
 
 def resolve(args: argparse.Namespace) -> dict:
-    """The full settings: explicit arguments, else the ``--quick`` or default preset; every
-    check that can fail runs here, before any work."""
+    """The full settings: explicit arguments, else the task's ``--quick`` or default preset;
+    every check that can fail on user input runs here (``UsageError``), before any work."""
+    task = get_task(args.task)
     s = {}
-    for key, (default, quick) in PRESETS.items():
+    for key in PRESET_KEYS:
         val = getattr(args, key, None)
-        s[key] = val if val is not None else (quick if args.quick else default)
-    synthetic = args.data == "synthetic"
-    if not synthetic:
-        if getattr(args, "image_size", None) is None:
-            s["image_size"] = FOLDER_IMAGE_SIZE
-        for key in ("num_train", "num_val"):
-            s[key] = getattr(args, key, None)  # folders: all samples unless asked
-    upsamplers = [u.strip() for u in s["upsamplers"].split(",") if u.strip()]
-    known = list_upsamplers()
-    bad = [u for u in upsamplers if u not in known]
-    if not upsamplers or bad:
-        raise ValueError(f"--upsamplers: unknown name(s) {bad or s['upsamplers']!r}; known: {', '.join(known)}")
-    if len(set(upsamplers)) != len(upsamplers):
-        raise ValueError(f"--upsamplers lists a name twice: {s['upsamplers']!r}")
+        s[key] = val if val is not None else task.presets[key][1 if args.quick else 0]
+    upsamplers = split_upsamplers(args.upsamplers or list(
+        task.quick_upsamplers if args.quick else task.default_upsamplers))
     seeds = list(s["seeds"])
-    if len(set(seeds)) != len(seeds) or min(seeds) < 0:
-        raise ValueError(f"--seeds must be distinct ints >= 0, got {seeds}")
-    widths = _parse_ints("widths", s["widths"]) if isinstance(s["widths"], str) else tuple(s["widths"])
-    stride = 2 ** len(widths) if args.model == "segnet" else 32
-    size = s["image_size"]
-    if not isinstance(size, int) or size < stride or size % stride:
-        raise ValueError(f"--image-size must be a positive multiple of {stride} for --model "
-                         f"{args.model}" + (f" with {len(widths)} stages" if args.model == "segnet" else "")
-                         + f", got {size}")
-    for key in ("num_train", "num_val"):
+    if not seeds or len(set(seeds)) != len(seeds) or min(seeds) < 0:
+        raise UsageError(f"--seeds must be distinct ints >= 0, got {seeds}")
+    for key in ("image_size", "num_train", "num_val"):
         if s[key] is not None and s[key] < 1:
-            raise ValueError(f"--{key.replace('_', '-')} must be >= 1, got {s[key]}")
+            raise UsageError(f"--{key.replace('_', '-')} must be >= 1, got {s[key]}")
+    if args.data_seed < 0:
+        raise UsageError(f"--data-seed must be >= 0, got {args.data_seed}")
     if args.threads is not None and args.threads < 1:
-        raise ValueError(f"--threads must be >= 1, got {args.threads}")
-    if args.channels < 1:
-        raise ValueError(f"--channels must be >= 1, got {args.channels}")
-    if not synthetic and not os.path.isdir(args.data):
-        raise ValueError(f"--data must be 'synthetic' or an existing folder, got {args.data!r}")
-    train = TrainConfig(iters=s["iters"], batch_size=s["batch_size"], lr=args.lr,
-                        weight_decay=args.weight_decay, eval_every=s["eval_every"],
-                        ckpt_every=s["ckpt_every"], workers=args.workers)
-    config = {
-        "model": args.model,
-        "widths": list(widths) if args.model == "segnet" else None,
-        "backbone": args.backbone if args.model == "fpn" else None,
-        "pretrained": bool(args.pretrained) if args.model == "fpn" else None,
-        "channels": args.channels if args.model == "fpn" else None,
-        "data": "synthetic" if synthetic else os.path.abspath(args.data),
-        "image_size": size,
-        "num_train": s["num_train"],
-        "num_val": s["num_val"],
-        "data_seed": args.data_seed,
-        **train.to_dict(),
-    }
-    return {"upsamplers": upsamplers, "seeds": seeds, "config": config, "train": train,
-            "out": args.out, "resume": args.resume, "figures": not args.no_figures,
-            "device": args.device, "threads": args.threads}
+        raise UsageError(f"--threads must be >= 1, got {args.threads}")
+    train = TrainConfig(iters=s["iters"], batch_size=s["batch_size"], lr=s["lr"],
+                        weight_decay=s["weight_decay"], eval_every=s["eval_every"],
+                        ckpt_every=s["ckpt_every"], eval_batch_size=s["eval_batch_size"],
+                        workers=args.workers)
+    base = {"data": args.data, "data_seed": args.data_seed, "image_size": s["image_size"],
+            "num_train": s["num_train"], "num_val": s["num_val"]}
+    own = task.resolve(args, {"quick": bool(args.quick), **base})
+    clash = sorted(set(own) & (set(train.to_dict()) | {"task"}))
+    if clash:
+        raise TypeError(f"task {task.name!r}: resolve() returned harness keys {clash}")
+    config = {"task": task.name, **own, **{k: v for k, v in base.items() if k not in own},
+              **train.to_dict()}
+    return {"task": task, "upsamplers": upsamplers, "seeds": seeds, "config": config,
+            "train": train, "out": args.out, "resume": args.resume,
+            "figures": not args.no_figures, "device": args.device, "threads": args.threads}
 
 
 def _command() -> str:
@@ -194,36 +192,22 @@ def _command() -> str:
     return shlex.join([*prog, *sys.argv[1:]])
 
 
-def build_datasets(config: dict):
-    """``(train, val)`` data sets; each has ``num_classes``, ``class_names``, ``ignore_index``."""
-    from ..tasks.segmentation import FolderSegmentation, SyntheticSegmentation
+# ---- one comparison ------------------------------------------------------------------------------
 
-    if config["data"] == "synthetic":
-        return (SyntheticSegmentation("train", config["num_train"], config["image_size"], config["data_seed"]),
-                SyntheticSegmentation("val", config["num_val"], config["image_size"], config["data_seed"]))
-    return (FolderSegmentation(config["data"], "train", config["image_size"], config["num_train"]),
-            FolderSegmentation(config["data"], "val", config["image_size"], config["num_val"]))
-
-
-def make_model(config: dict, num_classes: int, upsampler: str):
-    return build_model(config["model"], num_classes, upsampler, widths=config["widths"] or (),
-                       backbone=config["backbone"], pretrained=bool(config["pretrained"]),
-                       channels=config["channels"] or 128)
-
-
-def count_flops(model: torch.nn.Module, image_size: int, device) -> int:
-    """FLOPs of one forward pass on one ``3 x S x S`` image (``torch.utils.flop_counter``)."""
+def count_flops(model: torch.nn.Module, example) -> int:
+    """FLOPs of ``model(example)`` in eval mode (``torch.utils.flop_counter``, 2 per
+    multiply-add)."""
     was_training = model.training
     model.eval()
     counter = FlopCounterMode(display=False)
     with counter, torch.no_grad():
-        model(torch.zeros(1, 3, image_size, image_size, device=device))
+        model(example)
     model.train(was_training)
     return int(counter.get_total_flops())
 
 
 def run_dir(out: str, upsampler: str, seed: int) -> str:
-    return os.path.join(out, "runs", f"{upsampler}-seed{seed}")
+    return os.path.join(out, "runs", run_name(upsampler, seed))
 
 
 def _prepare_out(settings) -> tuple[str | None, list]:
@@ -242,7 +226,7 @@ def _prepare_out(settings) -> tuple[str | None, list]:
         return None, []
     if data is None:
         return None, []
-    old = data.get("config", {})
+    old = {"task": DEFAULT_TASK, **data.get("config", {})}  # before --task, every run was this
     diff = [k for k in sorted(set(old) | set(config)) if k not in NOT_RESULT_KEYS
             and old.get(k) != config.get(k)]
     if diff:
@@ -252,37 +236,60 @@ def _prepare_out(settings) -> tuple[str | None, list]:
 
 
 def _write_results(settings, rows, env, command):
-    out = settings["out"]
+    out, task = settings["out"], settings["task"]
     data = {"config": settings["config"], "environment": env, "command": command, "rows": rows}
     atomic_write_json(os.path.join(out, RESULTS_JSON), data)
-    atomic_write_text(os.path.join(out, RESULTS_MD), results_markdown(data, settings["upsamplers"]))
+    atomic_write_text(os.path.join(out, RESULTS_MD),
+                      results_markdown(data, task.columns, settings["upsamplers"], task.table_note))
+
+
+def _row(task: Task, upsampler: str, seed: int, final: dict, model, example, ctx, ckpt: str) -> dict:
+    """The ``results.json`` row of a finished run: its identity, every float metric, cost, the
+    meter's non-float extras, the checkpoint."""
+    metrics = final["metrics"]
+    clash = sorted(set(metrics) & set(ROW_KEYS))
+    if clash:
+        raise TypeError(f"task {task.name!r}: metric names {clash} clash with the row's own keys")
+    floats = {k: float(v) for k, v in metrics.items()
+              if isinstance(v, numbers.Real) and not isinstance(v, bool)}
+    missing = [c.key for c in task.columns if c.key not in floats]
+    if missing:
+        raise TypeError(f"task {task.name!r}: the meter computed no float for columns {missing}")
+    return {
+        "task": task.name, "upsampler": upsampler, "seed": seed, **floats,
+        "params": sum(p.numel() for p in model.parameters()),
+        "flops": count_flops(model, example),
+        "train_s": round(final["train_s"], 2),
+        "iters": final["iter"], "world_size": ctx.world_size, "device": str(ctx.device.type),
+        **{k: v for k, v in metrics.items() if k not in floats},
+        "checkpoint": ckpt,
+    }
 
 
 def run(settings: dict, ctx: D.DistContext) -> list[dict]:
     """Run every pending ``(upsampler, seed)``; return all rows (rank 0's view)."""
-    out, config, train_cfg = settings["out"], settings["config"], settings["train"]
+    task, out, config, train_cfg = settings["task"], settings["out"], settings["config"], settings["train"]
     if train_cfg.batch_size % ctx.world_size:
-        raise ValueError(f"--batch-size {train_cfg.batch_size} must be divisible by the number "
+        raise UsageError(f"--batch-size {train_cfg.batch_size} must be divisible by the number "
                          f"of processes ({ctx.world_size})")
     err, rows = _prepare_out(settings) if ctx.is_main else (None, [])
     err, rows = D.broadcast_object(ctx, (err, rows))
     if err:
-        raise ValueError(err)
-    train_set, val_set = build_datasets(config)  # fails on bad --data before anything is written
+        raise UsageError(err)
+    train_set, val_set = task.build_datasets(config)  # fails on bad --data before anything is written
     env, command = environment(), _command()
     env["world_size"] = ctx.world_size
     if ctx.is_main:
         _write_results(settings, rows, env, command)
 
-    nc, ignore = train_set.num_classes, train_set.ignore_index
     done = {(r["upsampler"], r["seed"]) for r in rows}
     todo = [(u, s) for u in settings["upsamplers"] for s in settings["seeds"] if (u, s) not in done]
     if ctx.is_main:
-        print(f"sapa compare: {len(todo)} run(s) to do, {len(done)} finished, in {out}", flush=True)
+        print(f"sapa compare --task {task.name}: {len(todo)} run(s) to do, {len(done)} finished, "
+              f"in {out}", flush=True)
     outer = tqdm(todo, desc="runs", dynamic_ncols=True, disable=not ctx.is_main or None)
     for upsampler, seed in outer:
-        rdir = run_dir(out, upsampler, seed)
-        ckpt_path = os.path.join(rdir, "checkpoint.pt")
+        ckpt_path = os.path.join(run_dir(out, upsampler, seed), "checkpoint.pt")
         ckpt = None
         if ctx.is_main and settings["resume"] and os.path.exists(ckpt_path):
             ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=False)
@@ -290,39 +297,28 @@ def run(settings: dict, ctx: D.DistContext) -> list[dict]:
         if ckpt is not None and ctx.is_main:
             print(f"  {upsampler} seed {seed}: resuming at step {ckpt['iter']}", flush=True)
         torch.manual_seed(seed)
-        model = make_model(config, nc, upsampler)
-        final = train_run(model, train_set, val_set, train_cfg, ctx, seed=seed, num_classes=nc,
-                          ignore_index=ignore, ckpt_path=ckpt_path, checkpoint=ckpt,
-                          desc=f"{upsampler} s{seed}")
+        model = task.build_model(config, upsampler, train_set)
+        final = train_run(task, model, train_set, val_set, config, train_cfg, ctx, seed=seed,
+                          ckpt_path=ckpt_path, checkpoint=ckpt, desc=f"{upsampler} s{seed}")
         if ctx.is_main:
-            m = final["metrics"]
             model.load_state_dict(final["model"])
-            row = {
-                "upsampler": upsampler, "seed": seed,
-                "miou": m["miou"], "biou": m["biou"], "acc": m["acc"],
-                "params": sum(p.numel() for p in model.parameters()),
-                "flops": count_flops(model, config["image_size"], ctx.device),
-                "train_s": round(final["train_s"], 2),
-                "iters": final["iter"], "world_size": ctx.world_size,
-                "device": str(ctx.device.type), "iou_per_class": m["iou_per_class"],
-                "checkpoint": os.path.relpath(ckpt_path, out),
-            }
-            rows.append(row)
+            rows.append(_row(task, upsampler, seed, final, model,
+                             task.example_input(config, ctx.device), ctx,
+                             os.path.relpath(ckpt_path, out)))
             _write_results(settings, rows, env, command)
-            print(f"  {upsampler} seed {seed}: mIoU {100 * m['miou']:.2f}  bIoU "
-                  f"{100 * m['biou']:.2f}  acc {100 * m['acc']:.2f}  ({final['train_s']:.0f} s)",
-                  flush=True)
+            shown = "  ".join(format_metric(task, final["metrics"], c.key) for c in task.columns)
+            print(f"  {upsampler} seed {seed}: {shown}  ({final['train_s']:.0f} s)", flush=True)
         D.barrier(ctx)
     outer.close()
     if ctx.is_main and settings["figures"]:
-        write_figures(settings, rows, val_set, ctx.device)
+        write_figures(settings, train_set, val_set, ctx.device)
     D.barrier(ctx)
     return rows
 
 
-def write_figures(settings, rows, val_set, device) -> list[str]:
+def write_figures(settings, train_set, val_set, device) -> list[str]:
     """Draw the figures from the runs' checkpoints (the first seed's model per upsampler)."""
-    out, config = settings["out"], settings["config"]
+    task, out, config = settings["task"], settings["out"], settings["config"]
     models, curves = {}, {}
     for u in settings["upsamplers"]:
         for s in settings["seeds"]:
@@ -332,29 +328,37 @@ def write_figures(settings, rows, val_set, device) -> list[str]:
             ck = torch.load(path, map_location="cpu", weights_only=False)
             curves.setdefault(u, []).append(ck["curves"])
             if u not in models:
-                m = make_model(config, val_set.num_classes, u)
+                m = task.build_model(config, u, train_set)
                 m.load_state_dict(ck["model"])
                 models[u] = m.to(device).eval()
-    paths = draw_all(out, models, curves, val_set, val_set.class_names, val_set.ignore_index, device)
+    paths = draw_all(out, task, models, curves, val_set, device)
     print("sapa compare: wrote " + ", ".join(os.path.basename(p) for p in paths), flush=True)
     return paths
 
 
+def _error(exc: UsageError) -> int:
+    print(f"sapa compare: error: {exc}", file=sys.stderr)
+    return 2
+
+
 def main(args: argparse.Namespace) -> int:
+    """Run the comparison ``args`` asks for. A ``UsageError`` (bad option, data or ``--out``)
+    is printed as one line and returns 2; any other exception propagates with its traceback."""
     try:
         settings = resolve(args)
-    except ValueError as exc:
-        print(f"sapa compare: error: {exc}", file=sys.stderr)
-        return 2
+    except UsageError as exc:
+        return _error(exc)
     if settings["threads"]:
         torch.set_num_threads(settings["threads"])
-    ctx = D.setup(settings["device"])
+    try:
+        ctx = D.setup(settings["device"])
+    except UsageError as exc:
+        return _error(exc)
     tic = time.perf_counter()
     try:
         run(settings, ctx)
-    except (ValueError, ImportError) as exc:
-        print(f"sapa compare: error: {exc}", file=sys.stderr)
-        return 2
+    except UsageError as exc:
+        return _error(exc)
     finally:
         D.teardown(ctx)
     if ctx.is_main:

@@ -9,8 +9,12 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 
+from typing import Any
+
 import torch
 import torch.distributed as dist
+
+from ..errors import UsageError
 
 
 @dataclass(frozen=True)
@@ -31,9 +35,9 @@ class DistContext:
 
 def _resolve_device(device: str, local_rank: int) -> torch.device:
     if device not in ("auto", "cpu", "cuda"):
-        raise ValueError(f"device must be 'auto', 'cpu' or 'cuda', got {device!r}")
+        raise UsageError(f"--device must be 'auto', 'cpu' or 'cuda', got {device!r}")
     if device == "cuda" and not torch.cuda.is_available():
-        raise ValueError("--device cuda was asked for but torch.cuda.is_available() is False")
+        raise UsageError("--device cuda was asked for but torch.cuda.is_available() is False")
     if device == "cpu" or not torch.cuda.is_available():
         return torch.device("cpu")
     return torch.device("cuda", local_rank)
@@ -69,6 +73,30 @@ def all_reduce_sum(ctx: DistContext, t: torch.Tensor) -> torch.Tensor:
     t = t.to(ctx.device).clone()
     dist.all_reduce(t)
     return t.cpu()
+
+
+def all_gather_object(ctx: DistContext, obj: Any) -> list:
+    """Every process's ``obj`` (pickled), in rank order (``[obj]`` in one process)."""
+    if not ctx.distributed:
+        return [obj]
+    out = [None] * ctx.world_size
+    dist.all_gather_object(out, obj)
+    return out
+
+
+class ProcessGroupReducer:
+    """The ``sapa.tasks.base.Reducer`` a task's meter syncs through: this run's process group
+    (identity operations in one process)."""
+
+    def __init__(self, ctx: DistContext):
+        self.ctx = ctx
+        self.world_size = ctx.world_size
+
+    def all_reduce_sum(self, t: torch.Tensor) -> torch.Tensor:
+        return all_reduce_sum(self.ctx, t)
+
+    def all_gather_object(self, obj: Any) -> list:
+        return all_gather_object(self.ctx, obj)
 
 
 def broadcast_object(ctx: DistContext, obj=None):

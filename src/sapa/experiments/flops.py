@@ -2,7 +2,8 @@
 
 For each upsampler (default: every name in ``sapa.list_upsamplers()``) it builds the module with
 its defaults, runs one forward pass on ``x: 1 x C x H x W`` (and, for every upsampler, a guide
-``1 x C x sH x sW``) under ``torch.utils.flop_counter.FlopCounterMode`` and prints
+``1 x C x sH x sW``) under ``torch.utils.flop_counter.FlopCounterMode``, on the ``meta`` device
+(no memory, whatever ``C``, ``H``, ``W``), and prints
 
 - parameters, all of them and the weights alone (tensors of two or more dimensions:
   convolution kernels), which is what Table 1 counts;
@@ -107,10 +108,16 @@ def count_weights(module: torch.nn.Module) -> tuple[int, int]:
 
 
 def measure(name: str, channels: int, height: int, width: int, scale: int) -> Row:
-    """Build upsampler ``name`` with its defaults and count one forward pass (batch 1)."""
-    up = build_upsampler(name, channels, guide_channels=channels, scale_factor=scale).eval()
-    x = torch.randn(1, channels, height, width)
-    guide = torch.randn(1, channels, scale * height, scale * width)
+    """Build upsampler ``name`` with its defaults and count one forward pass (batch 1).
+
+    Module and inputs live on the ``meta`` device: shapes propagate (the custom ops through
+    their fake implementations) and the counter sees every op, but nothing is allocated or
+    computed, so any size costs the same few milliseconds and no memory.
+    """
+    with torch.device("meta"):
+        up = build_upsampler(name, channels, guide_channels=channels, scale_factor=scale).eval()
+        x = torch.empty(1, channels, height, width)
+        guide = torch.empty(1, channels, scale * height, scale * width)
     with torch.no_grad(), FlopCounterMode(display=False) as counter:
         up(x, guide)
     counts = counter.get_flop_counts().get("Global", {})

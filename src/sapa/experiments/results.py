@@ -1,7 +1,8 @@
-"""Results of a comparison: atomic JSON / text writes and the Table-2-like summary.
+"""Results of a comparison: atomic JSON / text writes and the summary table.
 
 ``results.json`` holds ``{"config": {...}, "environment": {...}, "rows": [...]}``, one row
-per finished ``(upsampler, seed)`` run. Every write goes to a temporary file in the same
+per finished ``(upsampler, seed)`` run; ``results.md`` tabulates the task's ``Column``s (mean
+± std over seeds, the best mean of each column in bold). Every write goes to a temporary file in the same
 directory and is moved over the old one with ``os.replace``, so a reader (or a run killed
 mid-write) sees either the old file or the new one, never a torn one.
 """
@@ -116,9 +117,10 @@ def _mean_std(values):
     return statistics.fmean(values), (statistics.stdev(values) if len(values) > 1 else 0.0)
 
 
-def summarize(rows: list[dict], order: list[str] | None = None) -> list[dict]:
-    """One dict per upsampler (in ``order``, else first-seen order): ``n`` seeds and the mean
-    and standard deviation (``std``, sample, 0 for one seed) of every metric."""
+def summarize(rows: list[dict], keys, order: list[str] | None = None) -> list[dict]:
+    """One dict per upsampler (in ``order``, else first-seen order): ``n`` seeds, ``params``,
+    ``flops`` and the mean and standard deviation (``<key>_std``, sample, 0 for one seed) of
+    every metric in ``keys`` and of ``train_s``."""
     names = list(order or [])
     for r in rows:
         if r["upsampler"] not in names:
@@ -129,42 +131,56 @@ def summarize(rows: list[dict], order: list[str] | None = None) -> list[dict]:
         if not rs:
             continue
         s = {"upsampler": name, "n": len(rs), "params": rs[0]["params"], "flops": rs[0]["flops"]}
-        for key in ("miou", "biou", "acc", "train_s"):
+        for key in (*keys, "train_s"):
             s[key], s[key + "_std"] = _mean_std([r.get(key) for r in rs])
         out.append(s)
     return out
 
 
-def _pct(mean, std):
-    return f"{100 * mean:.2f} ± {100 * std:.2f}"
+def _cell(text: str) -> str:
+    return text.replace("|", "\\|")
 
 
-def markdown_table(rows: list[dict], order: list[str] | None = None) -> str:
-    """The summary as a Markdown table: mIoU, boundary IoU and pixel accuracy in % (mean ± std
-    over seeds), parameters, GFLOPs per image, training seconds per run."""
-    lines = [
-        "| upsampler | seeds | mIoU (%) | boundary IoU (%) | pixel acc. (%) | params | GFLOPs | train s / run |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|",
-    ]
-    for s in summarize(rows, order):
-        lines.append(
-            f"| {s['upsampler']} | {s['n']} | {_pct(s['miou'], s['miou_std'])} | "
-            f"{_pct(s['biou'], s['biou_std'])} | {_pct(s['acc'], s['acc_std'])} | "
-            f"{s['params']:,} | {s['flops'] / 1e9:.3f} | {s['train_s']:.0f} ± {s['train_s_std']:.0f} |")
+def markdown_table(rows: list[dict], columns, order: list[str] | None = None) -> str:
+    """The summary as a Markdown table: one ``sapa.tasks.base.Column`` per metric (mean ± std
+    over seeds, scaled; the best mean in bold when there are several upsamplers), then
+    parameters, GFLOPs per image and training seconds per run."""
+    head = ["upsampler", "seeds", *(c.header for c in columns), "params", "GFLOPs", "train s / run"]
+    lines = ["| " + " | ".join(head) + " |", "|---|" + "---:|" * (len(head) - 1)]
+    summary = summarize(rows, [c.key for c in columns], order)
+    best = {}
+    for c in columns:
+        means = [round(s[c.key] * c.scale, c.digits) for s in summary if not math.isnan(s[c.key])]
+        if len(summary) > 1 and means:
+            best[c.key] = min(means) if c.lower_is_better else max(means)
+    for s in summary:
+        cells = [_cell(s["upsampler"]), str(s["n"])]
+        for c in columns:
+            mean, std = s[c.key], s[c.key + "_std"]
+            if math.isnan(mean):
+                cells.append("—")
+                continue
+            text = f"{mean * c.scale:.{c.digits}f}"
+            if best.get(c.key) == round(mean * c.scale, c.digits):
+                text = f"**{text}**"
+            cells.append(f"{text} ± {std * c.scale:.{c.digits}f}")
+        cells += [f"{s['params']:,}", f"{s['flops'] / 1e9:.3f}",
+                  f"{s['train_s']:.0f} ± {s['train_s_std']:.0f}"]
+        lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
-def results_markdown(data: dict, order: list[str] | None = None) -> str:
-    """``results.md``: the table, then how it was made."""
+def results_markdown(data: dict, columns, order: list[str] | None = None, note: str = "") -> str:
+    """``results.md``: the table, what it shows (``note``: the task's metrics), how it was made."""
     cfg, env = data.get("config", {}), data.get("environment", {})
     parts = [
-        "# sapa compare",
+        f"# sapa compare --task {cfg.get('task', '?')}",
         "",
-        markdown_table(data["rows"], order),
+        markdown_table(data["rows"], columns, order),
         "",
-        "mIoU, boundary IoU (Cheng et al. 2021, dilation 2% of the image diagonal) and pixel "
-        "accuracy on the validation split, mean ± sample standard deviation over seeds. "
-        "GFLOPs: one forward pass of one image (`torch.utils.flop_counter`, 2 FLOPs per "
+        (note + " " if note else "") +
+        "Mean ± sample standard deviation over seeds; bold: the best mean of the column. "
+        "GFLOPs: one forward pass of one input (`torch.utils.flop_counter`, 2 FLOPs per "
         "multiply-add). train s: wall-clock training time of one run (evaluation excluded), "
         "on the machine below.",
         "",

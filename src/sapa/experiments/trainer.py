@@ -1,4 +1,8 @@
-"""Training and evaluation of one segmentation run, resumable from its checkpoint.
+"""Training and evaluation of one run of a task, resumable from its checkpoint.
+
+The task (``sapa.tasks.base.Task``) supplies the loss of a batch, the inference of an
+evaluation batch and the meter; this module owns the optimiser, the schedule, the batch
+stream, evaluation sharded across processes, checkpoints and the progress bar.
 
 The batches are a pure function of ``(seed, iteration)``: iteration ``t`` takes positions
 ``[t B, (t + 1) B)`` of the stream of per-epoch permutations of the training set (each drawn
@@ -17,11 +21,11 @@ from dataclasses import asdict, dataclass
 import numpy as np
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 from torch.nn.parallel import DistributedDataParallel
 from tqdm.auto import tqdm
 
-from ..tasks.segmentation.metrics import SegmentationMeter
+from ..errors import UsageError
+from ..tasks.base import Task
 from . import distributed as D
 from .results import atomic_torch_save
 
@@ -42,19 +46,24 @@ class TrainConfig:
     workers: int = 0
 
     def __post_init__(self):
+        """Checks every field; ``UsageError`` naming the command-line option."""
         for name in ("iters", "batch_size", "eval_every", "ckpt_every", "eval_batch_size"):
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-                raise ValueError(f"{name} must be a positive int, got {v!r}")
+                raise UsageError(f"{_option(name)} must be a positive int, got {v!r}")
         if isinstance(self.workers, bool) or not isinstance(self.workers, int) or self.workers < 0:
-            raise ValueError(f"workers must be an int >= 0, got {self.workers!r}")
+            raise UsageError(f"--workers must be an int >= 0, got {self.workers!r}")
         for name in ("lr", "weight_decay"):
             v = getattr(self, name)
             if not isinstance(v, (int, float)) or isinstance(v, bool) or not math.isfinite(v) or v < 0:
-                raise ValueError(f"{name} must be a finite number >= 0, got {v!r}")
+                raise UsageError(f"{_option(name)} must be a finite number >= 0, got {v!r}")
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+
+def _option(field: str) -> str:
+    return "--" + field.replace("_", "-")
 
 
 class StreamBatchSampler(torch.utils.data.Sampler):
@@ -99,18 +108,20 @@ def lr_factor(t: int, iters: int) -> float:
 
 
 @torch.no_grad()
-def evaluate(model: nn.Module, dataset, ctx: D.DistContext, num_classes: int,
-             ignore_index: int, batch_size: int = 16, workers: int = 0) -> dict:
-    """``SegmentationMeter.compute()`` of ``model`` on ``dataset``; each process evaluates
-    every ``world_size``-th sample and the counts are summed across processes."""
+def evaluate(task: Task, model: nn.Module, dataset, config: dict, ctx: D.DistContext,
+             batch_size: int = 16, workers: int = 0) -> dict:
+    """``task``'s meter's ``compute()`` for ``model`` on ``dataset``: process ``r`` of ``W``
+    evaluates the samples ``r, r + W, ...`` and the meter syncs across the processes."""
     was_training = model.training
     model.eval()
-    meter = SegmentationMeter(num_classes, ignore_index)
+    meter = task.make_meter(config, dataset)
     shard = torch.utils.data.Subset(dataset, range(ctx.rank, len(dataset), ctx.world_size))
-    loader = torch.utils.data.DataLoader(shard, batch_size=batch_size, num_workers=workers)
-    for x, y in loader:
-        meter.update(model(x.to(ctx.device)).argmax(1).cpu(), y)
-    meter.load_state(D.all_reduce_sum(ctx, meter.state()))
+    loader = torch.utils.data.DataLoader(shard, batch_size=batch_size, num_workers=workers,
+                                         collate_fn=task.collate())
+    for batch in loader:
+        batch = task.to_device(batch, ctx.device)
+        meter.update(task.predict(model, batch), batch)
+    meter.sync(D.ProcessGroupReducer(ctx))
     model.train(was_training)
     return meter.compute()
 
@@ -126,19 +137,28 @@ def _set_rng_state(s):
     np.random.set_state(s["numpy"])
 
 
-def train_run(model: nn.Module, train_set, val_set, cfg: TrainConfig, ctx: D.DistContext, *,
-              seed: int, num_classes: int, ignore_index: int, ckpt_path: str,
-              checkpoint: dict | None = None, desc: str = "") -> dict:
-    """Train ``model`` (already seeded and built identically on every process) and evaluate it.
+def format_metric(task: Task, metrics: dict, key: str | None = None) -> str:
+    """``"<header> <value>"`` of metric ``key`` (default: the primary) as ``results.md`` prints
+    it (scaled, rounded)."""
+    col = next(c for c in task.columns if c.key == (key or task.primary))
+    return f"{col.header} {metrics[col.key] * col.scale:.{col.digits}f}"
+
+
+def train_run(task: Task, model: nn.Module, train_set, val_set, config: dict, cfg: TrainConfig,
+              ctx: D.DistContext, *, seed: int, ckpt_path: str, checkpoint: dict | None = None,
+              desc: str = "") -> dict:
+    """Train ``model`` (already seeded and built identically on every process) with
+    ``task.loss`` and evaluate it with ``task``'s meter.
 
     Args:
+        config: the run configuration (what ``task.make_meter`` is given).
         checkpoint: a state saved by an interrupted call (``None``: start afresh).
         ckpt_path: where rank 0 saves the checkpoint every ``cfg.ckpt_every`` steps and at
             the end (atomically).
 
     Returns:
         the final checkpoint dict: ``"metrics"`` (of ``evaluate``), ``"train_s"``,
-        ``"curves"`` (``iters``/``loss`` per step and ``val_iters``/``val_miou``),
+        ``"curves"`` (``iters``/``loss`` per step and ``val_iters``/``val_<primary>``),
         ``"model"`` (the state dict) and the optimiser state.
     """
     model = model.to(ctx.device)
@@ -146,8 +166,9 @@ def train_run(model: nn.Module, train_set, val_set, cfg: TrainConfig, ctx: D.Dis
         if ctx.distributed else model
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda t: lr_factor(t, cfg.iters))
+    val_key = f"val_{task.primary}"
     start, train_s = 0, 0.0
-    curves = {"iters": [], "loss": [], "val_iters": [], "val_miou": []}
+    curves = {"iters": [], "loss": [], "val_iters": [], val_key: []}
     if checkpoint is not None:
         model.load_state_dict(checkpoint["model"])
         opt.load_state_dict(checkpoint["optimizer"])
@@ -165,19 +186,22 @@ def train_run(model: nn.Module, train_set, val_set, cfg: TrainConfig, ctx: D.Dis
             s["metrics"] = metrics
         return s
 
+    def validate():
+        D.broadcast_buffers(ctx, model)
+        return evaluate(task, model, val_set, config, ctx, cfg.eval_batch_size, cfg.workers)
+
     sampler = StreamBatchSampler(len(train_set), cfg.batch_size, seed, start, cfg.iters,
                                  ctx.rank, ctx.world_size)
     loader = torch.utils.data.DataLoader(train_set, batch_sampler=sampler,
-                                         num_workers=cfg.workers,
+                                         num_workers=cfg.workers, collate_fn=task.collate(),
                                          persistent_workers=False)
     bar = tqdm(total=cfg.iters, initial=start, desc=desc, leave=False, dynamic_ncols=True,
                disable=not ctx.is_main or None)
     net.train()
     t, m = start, None
     tic = time.perf_counter()  # training time counts data loading, not evaluation or saving
-    for x, y in loader:
-        x, y = x.to(ctx.device, non_blocking=True), y.to(ctx.device, non_blocking=True)
-        loss = F.cross_entropy(net(x), y, ignore_index=ignore_index)
+    for batch in loader:
+        loss = task.loss(net, task.to_device(batch, ctx.device))
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -193,23 +217,19 @@ def train_run(model: nn.Module, train_set, val_set, cfg: TrainConfig, ctx: D.Dis
         bar.set_postfix(loss=f"{loss_val:.3f}")
         last = t == cfg.iters
         if t % cfg.eval_every == 0 or last:
-            D.broadcast_buffers(ctx, model)
-            m = evaluate(model, val_set, ctx, num_classes, ignore_index, cfg.eval_batch_size,
-                         cfg.workers)
+            m = validate()
             curves["val_iters"].append(t)
-            curves["val_miou"].append(m["miou"])
+            curves[val_key].append(m[task.primary])
             net.train()
             if bar.disable and ctx.is_main:  # no progress bar (not a terminal): log a line
                 print(f"    {desc} step {t}/{cfg.iters}: loss {loss_val:.3f}, "
-                      f"val mIoU {100 * m['miou']:.2f}", flush=True)
+                      f"val {format_metric(task, m)}", flush=True)
         if (t % cfg.ckpt_every == 0 and not last) and ctx.is_main:
             atomic_torch_save(ckpt_path, state(t))
         tic = time.perf_counter()
     bar.close()
     if m is None:  # nothing left to train (a checkpoint at the last step)
-        D.broadcast_buffers(ctx, model)
-        m = evaluate(model, val_set, ctx, num_classes, ignore_index, cfg.eval_batch_size,
-                     cfg.workers)
+        m = validate()
     final = state(t, metrics=m)
     if ctx.is_main:
         atomic_torch_save(ckpt_path, final)

@@ -1,6 +1,7 @@
 """Encoder-decoder networks whose upsampling stages are swappable by upsampler name."""
 from __future__ import annotations
 
+from .bts import BTS
 from .fpn import FPN, timm_backbone
 from .segnet import SegNet
 
@@ -20,4 +21,4 @@ def build_model(name: str, num_classes: int, upsampler: str, *, widths=(32, 64, 
     raise ValueError(f"model must be one of {list(MODELS)}, got {name!r}")
 
 
-__all__ = ["SegNet", "FPN", "timm_backbone", "build_model", "MODELS"]
+__all__ = ["SegNet", "FPN", "BTS", "timm_backbone", "build_model", "MODELS"]

@@ -19,6 +19,14 @@ def odd_int(name: str, value) -> int:
     return value
 
 
+def check_backend(backend, names: list[str]):
+    """``backend`` is ``None`` (the automatic choice) or one of ``names``, the op family's
+    ``sapa.ops.list_backends()``; checked when a module is built, not at its first call."""
+    if backend is not None and (not isinstance(backend, str) or backend not in names):
+        raise ValueError(f"backend must be None or one of {names}, got {backend!r}")
+    return backend
+
+
 def check_x(x: torch.Tensor, in_channels: int) -> None:
     _checks.check_tensor("x", x)
     if x.shape[1] != in_channels:

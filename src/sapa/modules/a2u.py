@@ -24,9 +24,9 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ..ops import _checks
+from ..ops import _checks, list_backends
 from ..ops.functional import local_assemble
-from ._inputs import check_guided, positive_int
+from ._inputs import check_backend, check_guided, positive_int
 from .factory import register_upsampler
 
 
@@ -70,7 +70,7 @@ class A2U(nn.Module):
                 f"num_groups must divide guide_channels={guide_channels}, got {num_groups}")
         self.in_channels, self.guide_channels = in_channels, guide_channels
         self.kernel_size, self.encode_kernel_size = kernel_size, encode_kernel_size
-        self.backend = backend
+        self.backend = check_backend(backend, list_backends())
 
         c = guide_channels
         self.proj_p = nn.Conv2d(c, 4 * kernel_size * kernel_size, 1)  # code: bconv_UP
@@ -122,7 +122,7 @@ class A2U(nn.Module):
         return local_assemble(self._kernels(guide), x, self.kernel_size, backend=self.backend)
 
 
-@register_upsampler("a2u", guided=True)
+@register_upsampler("a2u", guided=True, module=A2U)
 def a2u(in_channels, guide_channels=None, scale_factor=2, **kwargs):
     """A2U (Dai et al. CVPR 2021): ``A2U(in_channels, guide_channels, **kwargs)``; x2 only."""
     if scale_factor != 2 or isinstance(scale_factor, bool):

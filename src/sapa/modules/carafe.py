@@ -11,8 +11,9 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from ..ops import list_backends
 from ..ops.functional import local_assemble
-from ._inputs import odd_int, positive_int
+from ._inputs import check_backend, odd_int, positive_int
 from .factory import register_upsampler
 from .learned import FixedScaleUpsampler, xavier_uniform_
 
@@ -57,7 +58,7 @@ class CARAFE(FixedScaleUpsampler):
         self.encoder_dilation = positive_int("encoder_dilation", encoder_dilation)
         if in_channels % groups:
             raise ValueError(f"groups={groups} must divide in_channels={in_channels}")
-        self.backend = backend
+        self.backend = check_backend(backend, list_backends())
         s = self.scale_factor
         self.channel_compressor = nn.Conv2d(in_channels, c_mid, 1)
         self.content_encoder = nn.Conv2d(
@@ -100,7 +101,7 @@ class CARAFE(FixedScaleUpsampler):
         return out.reshape(b, c, *out.shape[2:])
 
 
-@register_upsampler("carafe", guided=False)
+@register_upsampler("carafe", guided=False, module=CARAFE)
 def carafe(in_channels, guide_channels=None, scale_factor=2, **kwargs):
     """``CARAFE(in_channels, scale_factor, **kwargs)``; ``guide_channels`` is unused."""
     return CARAFE(in_channels, scale_factor, **kwargs)

@@ -31,8 +31,8 @@ class DySample(FixedScaleUpsampler):
     dynamic ``0.5 * sigmoid(scope(.))``, and added to the sub-pixel positions of bilinear
     interpolation. Output point ``(s i + a, s j + b)`` of group ``g`` then samples ``x`` at
     ``(j + dx, i + dy)`` (input pixels; ``grid_sample``, bilinear, ``align_corners=False``,
-    border padding), where at initialisation (offsets ~ 0) ``dx = (b + 0.5) / s - 0.5`` and
-    ``dy = (a + 0.5) / s - 0.5``: DySample starts as bilinear upsampling.
+    border padding), where at initialisation (offsets ~ 0) ``dx = (b - (s - 1) / 2) / s`` and
+    ``dy = (a - (s - 1) / 2) / s``: DySample starts as bilinear upsampling.
 
     ``forward(x, guide=None)``: ``x`` ``B x C x H x W`` -> ``B x C x sH x sW``; a guide is
     ignored but must be ``sH x sW``. ``offsets(x)`` returns the learned part of the offsets.
@@ -77,9 +77,15 @@ class DySample(FixedScaleUpsampler):
     def _init_pos(self) -> torch.Tensor:
         """``1 x 2*G*s^2 x 1 x 1``: bilinear's sub-pixel offsets, channel
         ``c * G s^2 + g s^2 + a s + b`` holding component ``c`` (0: x, 1: y) of sub-pixel
-        ``(a, b)``."""
+        ``(a, b)``.
+
+        Evaluated as the authors do, ``arange(-(s - 1) / 2, (s - 1) / 2 + 1) / s`` in the
+        default dtype (that of the parameters): the half-integers are exact, so each offset is
+        one correctly rounded division. ``(a + 0.5) / s - 0.5`` rounds twice and is one float32
+        step off at ``s = 3`` and ``5``.
+        """
         s, g = self.scale_factor, self.groups
-        sub = (torch.arange(s, dtype=torch.float32) + 0.5) / s - 0.5
+        sub = torch.arange((1 - s) / 2, (s - 1) / 2 + 1) / s
         dx = sub.view(1, s).expand(s, s)  # varies with b (the column)
         dy = sub.view(s, 1).expand(s, s)  # varies with a (the row)
         return torch.stack([dx, dy]).view(2, 1, s * s).expand(2, g, s * s).reshape(1, -1, 1, 1)
@@ -128,7 +134,7 @@ class DySample(FixedScaleUpsampler):
         return self._sample(x, self._learned_offsets(x) + self.init_pos.to(x.dtype))
 
 
-@register_upsampler("dysample", guided=False)
+@register_upsampler("dysample", guided=False, module=DySample)
 def dysample(in_channels, guide_channels=None, scale_factor=2, **kwargs):
     """``DySample(in_channels, scale_factor, **kwargs)`` (``style``, ``groups``, ``dyscope``);
     ``guide_channels`` is unused."""

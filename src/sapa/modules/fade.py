@@ -24,10 +24,10 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 
-from ..ops import _checks
+from ..ops import _checks, list_backends
 from ..ops._geometry import nearest_upsample
 from ..ops.functional import local_assemble
-from ._inputs import check_guided, positive_int
+from ._inputs import check_backend, check_guided, positive_int
 from .factory import register_upsampler
 
 
@@ -73,7 +73,7 @@ class FADE(nn.Module):
         self.in_channels = self.guide_channels = in_channels
         self.kernel_size, self.encoder_kernel_size, self.embed_dim = (
             kernel_size, encoder_kernel_size, embed_dim)
-        self.backend = backend
+        self.backend = check_backend(backend, list_backends())
 
         c = in_channels
         self.gate = nn.Conv2d(c, 1, 1)
@@ -114,7 +114,7 @@ class FADE(nn.Module):
         return g * guide + (1 - g) * up
 
 
-@register_upsampler("fade", guided=True)
+@register_upsampler("fade", guided=True, module=FADE)
 def fade(in_channels, guide_channels=None, scale_factor=2, **kwargs):
     """FADE (Lu et al. ECCV 2022): ``FADE(in_channels, guide_channels, **kwargs)``; the output
     takes the guide's size, so ``scale_factor`` is not used."""

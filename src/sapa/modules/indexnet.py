@@ -136,14 +136,16 @@ def _check_x2(name, scale_factor):
             f"{name} upsamples exactly x2 (stride-2 index blocks), got scale_factor={scale_factor!r}")
 
 
-@register_upsampler("indexnet-hin", guided=True)
+@register_upsampler("indexnet-hin", guided=True, module=IndexNetUpsample,
+                    fixed=("block",))
 def indexnet_hin(in_channels, guide_channels=None, scale_factor=2, **kwargs):
     """IndexNet holistic index block (HIN): ``IndexNetUpsample(..., block="holistic")``."""
     _check_x2("indexnet-hin", scale_factor)
     return IndexNetUpsample(in_channels, guide_channels, block="holistic", **kwargs)
 
 
-@register_upsampler("indexnet-m2o", guided=True)
+@register_upsampler("indexnet-m2o", guided=True, module=IndexNetUpsample,
+                    fixed=("block",))
 def indexnet_m2o(in_channels, guide_channels=None, scale_factor=2, **kwargs):
     """IndexNet depthwise many-to-one index block (M2O): ``IndexNetUpsample(..., block="m2o")``."""
     _check_x2("indexnet-m2o", scale_factor)

@@ -119,13 +119,13 @@ class PixelShuffleUpsampler(FixedScaleUpsampler):
         return F.pixel_shuffle(self.conv(x), self.scale_factor)
 
 
-@register_upsampler("deconv", guided=False)
+@register_upsampler("deconv", guided=False, module=Deconv)
 def deconv(in_channels, guide_channels=None, scale_factor=2, **kwargs):
     """``Deconv(in_channels, scale_factor, **kwargs)``; ``guide_channels`` is unused."""
     return Deconv(in_channels, scale_factor, **kwargs)
 
 
-@register_upsampler("pixelshuffle", guided=False)
+@register_upsampler("pixelshuffle", guided=False, module=PixelShuffleUpsampler)
 def pixelshuffle(in_channels, guide_channels=None, scale_factor=2, **kwargs):
     """``PixelShuffleUpsampler(in_channels, scale_factor, **kwargs)``; ``guide_channels``
     is unused."""

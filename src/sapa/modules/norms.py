@@ -10,7 +10,12 @@ NORMS = ("layer", "group", "none")
 
 
 class ChannelLayerNorm(nn.LayerNorm):
-    """``nn.LayerNorm`` over the channel dimension of a ``B x C x H x W`` map, at every pixel."""
+    """``nn.LayerNorm`` over the channel dimension of a ``B x C x H x W`` map, at every pixel.
+
+    Returns ``layer_norm``'s channels-last result as a ``B x C x H x W`` view (no copy back to
+    NCHW); the 1x1 projections that follow are ``Pointwise``, which read it as it lies (a bare
+    convolution on it does not compile with dynamic sizes, see ``Pointwise``).
+    """
 
     def forward(self, x):
         x = x.permute(0, 2, 3, 1)

@@ -4,19 +4,20 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 
-from ..ops import _checks, _normalizers
+from ..ops import _checks, _normalizers, list_backends
 from ..ops._geometry import nearest_upsample
 from ..ops.functional import local_similarity, sapa_attention
-from ._inputs import check_guided, positive_int
+from ._inputs import check_backend, check_guided, positive_int
 from .factory import register_upsampler
 from .norms import NORMS, build_norm
+from .pointwise import Pointwise
 
 VARIANTS = ("I", "B", "P", "G")
 DECODER_QUERY = ("table1", "official")
 
 
-def _proj(cin: int, cout: int, bias: bool) -> nn.Conv2d:
-    conv = nn.Conv2d(cin, cout, 1, bias=bias)
+def _proj(cin: int, cout: int, bias: bool) -> Pointwise:
+    conv = Pointwise(cin, cout, bias=bias)
     nn.init.trunc_normal_(conv.weight, std=0.02)  # as the official release
     if bias:
         nn.init.zeros_(conv.bias)
@@ -92,6 +93,7 @@ class SAPA(nn.Module):
         _checks.check_choice("border", border, _checks.BORDERS)
         _checks.check_choice("norm", norm, NORMS)
         _checks.check_choice("decoder_query", decoder_query, DECODER_QUERY)
+        check_backend(backend, list_backends())
         if variant == "I" and guide_channels != in_channels:
             raise ValueError(
                 "variant 'I' compares LN(guide) with LN(x) directly and needs "
@@ -166,9 +168,12 @@ def _sapa_builder(variant):
     def build(in_channels, guide_channels=None, scale_factor=2, **kwargs):
         return SAPA(in_channels, guide_channels, variant=variant, **kwargs)
 
-    build.__doc__ = f"SAPA-{variant}: ``SAPA(in_channels, guide_channels, variant={variant!r}, **kwargs)``."
+    build.__doc__ = (f"SAPA-{variant}: ``SAPA(in_channels, guide_channels, variant={variant!r}, "
+                     "**kwargs)``; the output takes the guide's size, so ``scale_factor`` is not "
+                     "used.")
     return build
 
 
 for _v in VARIANTS:
-    register_upsampler(f"sapa-{_v.lower()}", guided=True)(_sapa_builder(_v))
+    register_upsampler(f"sapa-{_v.lower()}", guided=True, module=SAPA,
+                       fixed=("variant",))(_sapa_builder(_v))

@@ -12,10 +12,12 @@ import torch.nn.functional as F
 from ..ops import _checks
 from ..ops import _normalizers
 from ..ops._geometry import nearest_upsample
-from ..ops.sampled import sampled_attention, sampled_similarity, sampling_locations
-from ._inputs import check_guided, positive_int
+from ..ops.sampled import (list_sampled_backends, sampled_attention, sampled_similarity,
+                           sampling_locations)
+from ._inputs import check_backend, check_guided, positive_int
 from .factory import register_upsampler
 from .norms import NORMS, build_norm
+from .pointwise import Pointwise
 
 
 class SAPAD(nn.Module):
@@ -80,6 +82,7 @@ class SAPAD(nn.Module):
                 "each group reassembles its own C / groups value channels")
         _checks.check_choice("normalizer", normalizer, _checks.NORMALIZERS)
         _checks.check_choice("norm", norm, NORMS)
+        check_backend(backend, list_sampled_backends())
 
         self.in_channels, self.guide_channels = in_channels, guide_channels
         self.scale_factor, self.num_points, self.groups = scale_factor, num_points, groups
@@ -88,10 +91,10 @@ class SAPAD(nn.Module):
 
         self.norm_guide = build_norm(norm, guide_channels)
         self.norm_x = build_norm(norm, in_channels)
-        self.q = nn.Conv2d(guide_channels, groups * embed_dim, 1, bias=bias)
-        self.k = nn.Conv2d(in_channels, groups * embed_dim, 1, bias=bias)
+        self.q = Pointwise(guide_channels, groups * embed_dim, bias=bias)
+        self.k = Pointwise(in_channels, groups * embed_dim, bias=bias)
         offset_channels = 2 * groups * num_points * (scale_factor**2 if high_offset else 1)
-        self.offset = nn.Conv2d(in_channels, offset_channels, 1, bias=bias)
+        self.offset = Pointwise(in_channels, offset_channels, bias=bias)
         for conv in (self.q, self.k, self.offset):  # as the authors' _init_weights
             nn.init.normal_(conv.weight, std=0.02)
             if bias:
@@ -154,7 +157,7 @@ class SAPAD(nn.Module):
                                  normalizer=self.normalizer, backend=self.backend)
 
 
-@register_upsampler("sapa-d", guided=True)
+@register_upsampler("sapa-d", guided=True, module=SAPAD)
 def sapa_d(in_channels, guide_channels=None, scale_factor=2, **kwargs):
     """SAPA-D: ``SAPAD(in_channels, guide_channels, scale_factor=scale_factor, **kwargs)``."""
     return SAPAD(in_channels, guide_channels, scale_factor=scale_factor, **kwargs)

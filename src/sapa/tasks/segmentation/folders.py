@@ -29,9 +29,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .synthetic import MEAN, STD
+from ...errors import UsageError
+from .synthetic import IGNORE_INDEX, MEAN, STD
 
-IGNORE_INDEX = 255
 LAYOUTS = ("ade20k", "voc")
 SPLITS = ("train", "val")
 
@@ -62,13 +62,13 @@ def _voc_root(root: str) -> str | None:
 def detect_layout(root: str) -> tuple[str, str]:
     """``(layout, data_root)`` of the data set under ``root``: ``"ade20k"`` or ``"voc"``."""
     if not os.path.isdir(root):
-        raise ValueError(f"--data {root!r} is not a directory")
+        raise UsageError(f"--data {root!r} is not a directory")
     ade, voc = _ade_root(root), _voc_root(root)
     if ade:
         return "ade20k", ade
     if voc:
         return "voc", voc
-    raise ValueError(
+    raise UsageError(
         f"--data {root!r} is neither in the ADE20K layout (images/training, annotations/training, "
         "images/validation, annotations/validation) nor in the Pascal VOC layout (JPEGImages, "
         "SegmentationClass, ImageSets/Segmentation/{train,val}.txt)")
@@ -78,7 +78,7 @@ def _ade_pairs(root: str, split: str):
     sub = "training" if split == "train" else "validation"
     img_dir, ann_dir = os.path.join(root, "images", sub), os.path.join(root, "annotations", sub)
     if not os.path.isdir(img_dir) or not os.path.isdir(ann_dir):
-        raise ValueError(f"ADE20K split {split!r} needs {img_dir} and {ann_dir}")
+        raise UsageError(f"ADE20K split {split!r} needs {img_dir} and {ann_dir}")
     pairs = []
     for name in sorted(os.listdir(img_dir)):
         stem, ext = os.path.splitext(name)
@@ -86,7 +86,7 @@ def _ade_pairs(root: str, split: str):
             continue
         ann = os.path.join(ann_dir, stem + ".png")
         if not os.path.isfile(ann):
-            raise ValueError(f"ADE20K image {name} has no annotation {ann}")
+            raise UsageError(f"ADE20K image {name} has no annotation {ann}")
         pairs.append((os.path.join(img_dir, name), ann))
     return pairs
 
@@ -94,16 +94,16 @@ def _ade_pairs(root: str, split: str):
 def _voc_pairs(root: str, split: str):
     listing = os.path.join(root, "ImageSets", "Segmentation", f"{split}.txt")
     if not os.path.isfile(listing):
-        raise ValueError(f"Pascal VOC split {split!r} needs {listing}")
+        raise UsageError(f"Pascal VOC split {split!r} needs {listing}")
     with open(listing) as f:
-        ids = [line.strip() for line in f if line.strip()]
+        ids = [(n, line.strip()) for n, line in enumerate(f, 1) if line.strip()]
     pairs = []
-    for i in ids:
+    for n, i in ids:
         img = os.path.join(root, "JPEGImages", i + ".jpg")
         ann = os.path.join(root, "SegmentationClass", i + ".png")
         for p in (img, ann):
             if not os.path.isfile(p):
-                raise ValueError(f"Pascal VOC {listing} lists {i!r} but {p} does not exist")
+                raise UsageError(f"{listing}, line {n}: lists {i!r} but {p} does not exist")
         pairs.append((img, ann))
     return pairs
 
@@ -113,10 +113,11 @@ def _read_label(path: str, layout: str) -> np.ndarray:
 
     with Image.open(path) as im:
         if layout == "voc" and im.mode != "P":
-            raise ValueError(f"{path}: Pascal VOC labels are palette PNGs of class indices, got mode {im.mode}")
+            raise UsageError(f"{path}: Pascal VOC labels are palette PNGs of class indices, "
+                             f"got mode {im.mode}")
         lab = np.array(im)
     if lab.ndim != 2:
-        raise ValueError(f"{path}: a label image must be single-channel, got shape {lab.shape}")
+        raise UsageError(f"{path}: a label image must be single-channel, got shape {lab.shape}")
     if layout == "ade20k":  # 0 = other -> ignore, 1..150 -> 0..149
         lab = lab.astype(np.int64) - 1
         lab[lab < 0] = IGNORE_INDEX
@@ -154,7 +155,7 @@ class FolderSegmentation(torch.utils.data.Dataset):
         if max_samples is not None:
             pairs = pairs[:max_samples]
         if not pairs:
-            raise ValueError(f"no {split} samples found under {self.root}")
+            raise UsageError(f"no {split} samples found under {self.root}")
         self.pairs = pairs
         if self.layout == "voc":
             self.class_names, self.num_classes = VOC_CLASSES, len(VOC_CLASSES)
@@ -169,7 +170,7 @@ class FolderSegmentation(torch.utils.data.Dataset):
         img_path, lab_path = self.pairs[i]
         img, lab = _read_image(img_path), _read_label(lab_path, self.layout)
         if img.shape[:2] != lab.shape:
-            raise ValueError(f"{img_path} is {img.shape[:2]} but its label {lab_path} is {lab.shape}")
+            raise UsageError(f"{img_path} is {img.shape[:2]} but its label {lab_path} is {lab.shape}")
         img = torch.from_numpy(img).permute(2, 0, 1).float().div_(255)
         return img, torch.from_numpy(lab)
 

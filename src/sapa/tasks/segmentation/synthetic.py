@@ -20,16 +20,16 @@ i.e. the low-resolution decoder features) while its exact boundary, and the thin
 only visible at full resolution (the encoder features): the situation in which the paper says
 the upsampler matters.
 
-The split is spatial: training samples are cut from the top ``1 - VAL_FRACTION`` of every
+The split is spatial: training samples are cut from the top ``1 - VAL_FRACTION`` (``sapa.tasks.photos``) of every
 source photograph and validation samples from the bottom part, so no source pixel is shared.
 Generation is deterministic given ``seed`` (``numpy.random.SeedSequence``).
 """
 from __future__ import annotations
 
-import functools
-
 import numpy as np
 import torch
+
+from ..photos import MEAN, SPLITS, STD, load_photo, split_rows
 
 CLASS_NAMES = ("smooth", "brick", "grass", "gravel", "cells", "stars", "thin")
 NUM_CLASSES = len(CLASS_NAMES)
@@ -47,37 +47,6 @@ TEXTURES = {
 TINTS = {"brick": (0.9, 0.45, 0.35), "grass": (0.45, 0.85, 0.35), "gravel": (0.55, 0.6, 0.9)}
 LAYOUT_PHOTOS = ("astronaut", "coffee", "chelsea", "rocket", "camera", "horse",
                  "sklearn:china.jpg", "sklearn:flower.jpg")
-VAL_FRACTION = 0.25
-SPLITS = ("train", "val")
-# ImageNet statistics: the usual input normalisation (and what pretrained backbones expect)
-MEAN = (0.485, 0.456, 0.406)
-STD = (0.229, 0.224, 0.225)
-
-
-def _need_experiments_extra() -> ImportError:
-    return ImportError("the synthetic data set needs scikit-image and scikit-learn: "
-                       "pip install 'sapa[experiments]'")
-
-
-@functools.lru_cache(maxsize=None)
-def _photo(name: str) -> np.ndarray:
-    """``H x W x 3`` float32 in [0, 1]."""
-    try:
-        from skimage import color, data
-        from sklearn.datasets import load_sample_image
-    except ImportError as exc:
-        raise _need_experiments_extra() from exc
-    img = load_sample_image(name.split(":", 1)[1]) if name.startswith("sklearn:") else getattr(data, name)()
-    img = np.asarray(img)
-    if img.ndim == 2:
-        img = color.gray2rgb(img)
-    img = img[..., :3]
-    return (img / 255.0 if img.dtype == np.uint8 else img).astype(np.float32)
-
-
-def _split_rows(img: np.ndarray, split: str) -> np.ndarray:
-    cut = int(round(img.shape[0] * (1 - VAL_FRACTION)))
-    return img[:cut] if split == "train" else img[cut:]
 
 
 def _random_crop(rng, img: np.ndarray, size: int, zoom: float) -> np.ndarray:
@@ -100,7 +69,7 @@ def _layout(rng, size: int, split: str) -> np.ndarray:
     """``size x size`` int superpixel ids from a random crop of a real photograph."""
     from skimage.segmentation import felzenszwalb
 
-    photo = _split_rows(_photo(LAYOUT_PHOTOS[rng.integers(len(LAYOUT_PHOTOS))]), split)
+    photo = split_rows(load_photo(LAYOUT_PHOTOS[rng.integers(len(LAYOUT_PHOTOS))]), split)
     crop = _random_crop(rng, photo, size, zoom=rng.uniform(1.0, 3.0))
     scale = rng.uniform(0.5, 2.0) * size * size / 16
     return felzenszwalb(crop, scale=scale, sigma=0.5, min_size=max(4, size * size // 128))
@@ -134,7 +103,7 @@ def _thin_curves(rng, size: int) -> np.ndarray:
 
 
 def _texture(rng, name: str, size: int, split: str) -> np.ndarray:
-    src = _split_rows(_photo(TEXTURES[name]), split)
+    src = split_rows(load_photo(TEXTURES[name]), split)
     tex = _random_crop(rng, src, size, zoom=rng.uniform(0.75, 1.5))
     if name in TINTS:  # a grey texture: give it its class's colour
         tex = tex.mean(-1, keepdims=True) * np.asarray(TINTS[name], dtype=np.float32) / 0.8

@@ -1,0 +1,50 @@
+"""Photographs that ship inside scikit-image and scikit-learn: the raw material of the generated
+data sets (segmentation textures and layouts, depth-scene textures), with no download.
+
+A name is a ``skimage.data`` function (``"brick"``, ``"astronaut"``) or ``"sklearn:<file>"``
+for ``sklearn.datasets.load_sample_image`` (``"sklearn:china.jpg"``). Generated sets split
+their source photographs by rows (``split_rows``) so that no source pixel is shared between
+training and validation.
+"""
+from __future__ import annotations
+
+import functools
+
+import numpy as np
+
+VAL_FRACTION = 0.25
+SPLITS = ("train", "val")
+# ImageNet statistics: the usual input normalisation (and what pretrained backbones expect)
+MEAN = (0.485, 0.456, 0.406)
+STD = (0.229, 0.224, 0.225)
+
+
+def need_experiments_extra() -> ImportError:
+    return ImportError("the generated data sets need scikit-image and scikit-learn: "
+                       "pip install 'sapa[experiments]'")
+
+
+@functools.cache
+def load_photo(name: str) -> np.ndarray:
+    """The photograph ``name`` as ``H x W x 3`` float32 in [0, 1] (grey ones as RGB).
+
+    The array is cached and shared: do not write into it."""
+    try:
+        from skimage import color, data
+        from sklearn.datasets import load_sample_image
+    except ImportError as exc:
+        raise need_experiments_extra() from exc
+    img = load_sample_image(name.split(":", 1)[1]) if name.startswith("sklearn:") else getattr(data, name)()
+    img = np.asarray(img)
+    if img.ndim == 2:
+        img = color.gray2rgb(img)
+    img = img[..., :3]
+    return (img / 255.0 if img.dtype == np.uint8 else img).astype(np.float32)
+
+
+def split_rows(img: np.ndarray, split: str, val_fraction: float = VAL_FRACTION) -> np.ndarray:
+    """The top ``1 - val_fraction`` of ``img``'s rows for ``"train"``, the rest for ``"val"``."""
+    if split not in SPLITS:
+        raise ValueError(f"split must be one of {list(SPLITS)}, got {split!r}")
+    cut = int(round(img.shape[0] * (1 - val_fraction)))
+    return img[:cut] if split == "train" else img[cut:]

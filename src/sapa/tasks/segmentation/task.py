@@ -1,0 +1,176 @@
+"""Semantic segmentation as a ``sapa compare`` task (paper Table 2; Appendix C's SegNet).
+
+The model is a SegNet (``--model segnet``, default) or an FPN on a timm backbone
+(``--model fpn``) whose decoder upsampling stages are the upsampler under test; the loss is
+pixel-wise cross-entropy that skips the ignore label; the evaluator sums confusion and
+boundary counts over the validation set (``SegmentationMeter``), which DDP may all-reduce.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from ...errors import UsageError, check_installed
+from ...models import MODELS, build_model
+from ..base import Column, Reducer, Task
+from .metrics import SegmentationMeter
+from .synthetic import IGNORE_INDEX
+
+FOLDER_IMAGE_SIZE = 256
+DEFAULT_WIDTHS = "16,32,64,128"
+
+
+class SegmentationEvaluator:
+    """``SegmentationMeter`` behind the ``Meter`` protocol: the batch's labels are the target,
+    and ``sync`` sums the counts over the processes."""
+
+    def __init__(self, num_classes: int, ignore_index: int | None):
+        self.meter = SegmentationMeter(num_classes, ignore_index)
+
+    def update(self, outputs: torch.Tensor, batch) -> None:
+        """``outputs``: ``B x H x W`` predicted classes; ``batch``: ``(images, labels)``."""
+        self.meter.update(outputs, batch[1])
+
+    def sync(self, reducer: Reducer) -> None:
+        self.meter.load_state(reducer.all_reduce_sum(self.meter.state()))
+
+    def compute(self) -> dict:
+        if int(self.meter.cm.sum()) == 0:
+            raise ValueError("no labelled validation pixel was evaluated")
+        return self.meter.compute()
+
+
+def _parse_widths(text: str) -> tuple[int, ...]:
+    try:
+        vals = tuple(int(v) for v in text.split(","))
+    except ValueError:
+        vals = ()
+    if not vals or min(vals) < 1:
+        raise UsageError(f"--widths must be comma-separated positive ints, got {text!r}")
+    return vals
+
+
+class SegmentationTask(Task):
+    """Semantic segmentation: a SegNet (or an FPN on a timm backbone) whose decoder upsampling
+    stages are the upsampler under test, trained with cross-entropy; mIoU, boundary IoU, pixel
+    accuracy. --data: 'synthetic' (generated from photographs, the default) or a folder in the
+    ADE20K or Pascal VOC layout, for which --image-size defaults to 256 and every sample is
+    used unless --num-train / --num-val say otherwise."""
+
+    name = "segmentation"
+    primary = "miou"
+    lower_is_better = False
+    columns = (
+        Column("miou", "mIoU (%)", scale=100.0, digits=2),
+        Column("biou", "boundary IoU (%)", scale=100.0, digits=2),
+        Column("acc", "pixel acc. (%)", scale=100.0, digits=2),
+    )
+    table_note = ("mIoU, boundary IoU (Cheng et al. 2021, dilation 2% of the image diagonal) and "
+                  "pixel accuracy on the validation split, from counts summed over the whole "
+                  "split.")
+    default_upsamplers = ("bilinear", "carafe", "sapa-b", "sapa-g")
+    quick_upsamplers = ("bilinear", "sapa-b")
+    presets = {
+        #                  default run        --quick
+        "seeds": ([0, 1, 2], [0]),
+        "iters": (500, 150),
+        "batch_size": (8, 8),
+        "eval_batch_size": (16, 16),
+        "image_size": (64, 64),
+        "num_train": (1024, 256),
+        "num_val": (128, 64),
+        "eval_every": (100, 50),
+        "ckpt_every": (50, 50),
+        "lr": (2e-3, 2e-3),
+        "weight_decay": (1e-4, 1e-4),
+    }
+
+    def add_arguments(self, group: argparse._ArgumentGroup) -> None:
+        group.add_argument("--model", choices=MODELS, default="segnet", help="(default: %(default)s)")
+        group.add_argument("--widths", help=f"SegNet channels per stage, shallow to deep "
+                                            f"(default: {DEFAULT_WIDTHS}; the depth is their count)")
+        group.add_argument("--backbone", default="resnet18",
+                           help="timm backbone of --model fpn (default: %(default)s)")
+        group.add_argument("--pretrained", action="store_true",
+                           help="--model fpn: load the backbone's pretrained weights (timm cache)")
+        group.add_argument("--channels", type=int, default=128,
+                           help="--model fpn: pyramid width (default: %(default)s)")
+
+    def resolve(self, args: argparse.Namespace, settings: dict) -> dict:
+        data = settings["data"] or "synthetic"
+        synthetic = data == "synthetic"
+        size, num_train, num_val = settings["image_size"], settings["num_train"], settings["num_val"]
+        if not synthetic:
+            if not os.path.isdir(data):
+                raise UsageError(f"--data must be 'synthetic' or an existing folder, got {data!r}")
+            if args.image_size is None:
+                size = FOLDER_IMAGE_SIZE
+            num_train, num_val = args.num_train, args.num_val  # folders: all samples unless asked
+        segnet = args.model == "segnet"
+        widths = _parse_widths(args.widths or DEFAULT_WIDTHS)
+        stride = 2 ** len(widths) if segnet else 32
+        if size % stride or size < max(stride, 16):
+            raise UsageError(f"--image-size must be a multiple of {stride} and at least 16 for "
+                             f"--model {args.model}" + (f" with {len(widths)} stages" if segnet else "")
+                             + f", got {size}")
+        if args.channels < 1:
+            raise UsageError(f"--channels must be >= 1, got {args.channels}")
+        if synthetic:
+            check_installed("skimage", "sklearn", needed_for="the generated segmentation set",
+                            extra="experiments")
+        if not segnet:
+            check_installed("timm", needed_for="--model fpn", extra="timm")
+        return {
+            "model": args.model,
+            "widths": list(widths) if segnet else None,
+            "backbone": None if segnet else args.backbone,
+            "pretrained": None if segnet else bool(args.pretrained),
+            "channels": None if segnet else args.channels,
+            "data": "synthetic" if synthetic else os.path.abspath(data),
+            "image_size": size,
+            "num_train": num_train,
+            "num_val": num_val,
+        }
+
+    def build_datasets(self, config: dict):
+        from .folders import FolderSegmentation
+        from .synthetic import SyntheticSegmentation
+
+        size = config["image_size"]
+        if config["data"] == "synthetic":
+            seed = config["data_seed"]
+            return (SyntheticSegmentation("train", config["num_train"], size, seed),
+                    SyntheticSegmentation("val", config["num_val"], size, seed))
+        return (FolderSegmentation(config["data"], "train", size, config["num_train"]),
+                FolderSegmentation(config["data"], "val", size, config["num_val"]))
+
+    def build_model(self, config: dict, upsampler: str, train_set) -> nn.Module:
+        return build_model(config["model"], train_set.num_classes, upsampler,
+                           widths=config["widths"] or (), backbone=config["backbone"],
+                           pretrained=bool(config["pretrained"]), channels=config["channels"] or 128)
+
+    def loss(self, model: nn.Module, batch) -> torch.Tensor:
+        x, y = batch
+        return F.cross_entropy(model(x), y, ignore_index=IGNORE_INDEX)
+
+    def predict(self, model: nn.Module, batch) -> torch.Tensor:
+        return model(batch[0]).argmax(1)
+
+    def make_meter(self, config: dict, val_set) -> SegmentationEvaluator:
+        return SegmentationEvaluator(val_set.num_classes, val_set.ignore_index)
+
+    def example_input(self, config: dict, device: torch.device) -> torch.Tensor:
+        s = config["image_size"]
+        return torch.zeros(1, 3, s, s, device=device)
+
+    def draw_figures(self, out_dir, models, curves, val_set, device) -> list[str]:
+        from .figures import draw_figures
+
+        return draw_figures(out_dir, models, val_set, device)
+
+
+TASK = SegmentationTask()
