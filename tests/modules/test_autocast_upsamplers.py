@@ -45,8 +45,7 @@ def test_cpu_bfloat16_autocast(name):
             assert torch.isfinite(t.grad).all(), name
 
 
-@pytest.mark.skipif(not torch.cuda.is_available(),
-                    reason="CUDA autocast needs a CUDA GPU (none here)")
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (CUDA autocast)")
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16], ids=str)
 @pytest.mark.parametrize("name", list_upsamplers())
 def test_cuda_autocast_with_grad_scaler(name, dtype):

@@ -102,8 +102,7 @@ def test_compiled_graph_follows_the_policy():
 
 # ---- CUDA ------------------------------------------------------------------------------------
 
-cuda = pytest.mark.skipif(not torch.cuda.is_available(),
-                          reason="CUDA autocast needs a CUDA GPU (none here)")
+cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (CUDA autocast)")
 
 
 @cuda

@@ -56,6 +56,9 @@ def test_forced_reference_does_not_run_through_the_custom_ops():
 
 # ---- Triton on a GPU it cannot serve (simulated) ---------------------------------------------
 
+needs_triton = pytest.mark.skipif(not tb._HAVE_TRITON, reason="triton is not installed")
+
+
 @pytest.fixture
 def as_if_cuda(monkeypatch):
     """CPU tensors pass for CUDA ones: Triton takes them, even automatically (its kernels run
@@ -99,6 +102,7 @@ class _Failing:
         return launch
 
 
+@needs_triton
 def test_simulation_runs_triton(as_if_cuda, caplog):
     q, k, v = _qkv()
     with caplog.at_level("DEBUG", logger="sapa.dispatch"):
@@ -121,6 +125,7 @@ def test_triton_missing(as_if_cuda):
         sapa_attention(q, k, v, 3, backend="triton")
 
 
+@needs_triton
 @pytest.mark.parametrize("error", [
     RuntimeError("simulated: PTX .version 8.4 does not support .target sm_52"),  # compiler
     RuntimeError("simulated: CUDA error: no kernel image is available for execution"),  # driver
@@ -143,6 +148,7 @@ def test_first_launch_fails(as_if_cuda, error):
         sapa_attention(q, k, v, 3, backend="triton")
 
 
+@needs_triton
 def test_failure_is_per_device_and_dtype(as_if_cuda):
     """A dtype Triton cannot compile (bfloat16 on an old GPU, say) does not stop the others."""
     real = tb.kernels
@@ -163,6 +169,7 @@ def test_failure_is_per_device_and_dtype(as_if_cuda):
     torch.testing.assert_close(sapa_attention(*q32, 3, backend="triton"), _lean(*q32))
 
 
+@needs_triton
 def test_forced_first_launch_failure_raises(as_if_cuda):
     as_if_cuda.setattr(tb, "kernels", lambda interpret: _Failing(RuntimeError("simulated")))
     q, k, v = _qkv()
@@ -170,6 +177,7 @@ def test_forced_first_launch_failure_raises(as_if_cuda):
         sapa_attention(q, k, v, 3, backend="triton")
 
 
+@needs_triton
 def test_failures_after_the_first_launch_are_errors(as_if_cuda):
     """Only the first launch is guarded: a later failure is a bug to see, not a fallback."""
     q, k, v = _qkv()
