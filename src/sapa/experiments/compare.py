@@ -34,6 +34,7 @@ from ..tasks import get_task, list_tasks
 from ..tasks.base import PRESET_KEYS, Task
 from . import distributed as D
 from .figures import draw_all
+from .presets import PRESETS
 from .results import (RESULTS_JSON, RESULTS_MD, atomic_write_json, atomic_write_text,
                       environment, load_results, results_markdown)
 from .specs import run_name, split_upsamplers
@@ -81,6 +82,10 @@ def add_arguments(p: argparse.ArgumentParser, task: Task | None = None) -> None:
                         "'sapa-b:kernel_size=7' (default for this task: "
                         f"{' '.join(task.default_upsamplers)}; --quick: "
                         f"{' '.join(task.quick_upsamplers)})")
+    p.add_argument("--preset", choices=tuple(PRESETS),
+                   help="a comparison of the paper, with its table in results.md: "
+                        + "; ".join(f"{n}: {pr.help}" for n, pr in PRESETS.items())
+                        + " (--upsamplers then defaults to the preset's)")
     p.add_argument("--seeds", type=int, nargs="+",
                    help=f"seeds, one run each (default: {_preset_text(task, 'seeds')})")
     g = p.add_argument_group("data")
@@ -152,7 +157,12 @@ def resolve(args: argparse.Namespace) -> dict:
     for key in PRESET_KEYS:
         val = getattr(args, key, None)
         s[key] = val if val is not None else task.presets[key][1 if args.quick else 0]
+    preset = PRESETS[args.preset] if getattr(args, "preset", None) else None
+    if preset is not None and preset.task != task.name:
+        raise UsageError(f"--preset {preset.name} is a comparison of --task {preset.task}, "
+                         f"not {task.name}")
     upsamplers = split_upsamplers(args.upsamplers or list(
+        preset.upsamplers if preset is not None else
         task.quick_upsamplers if args.quick else task.default_upsamplers))
     seeds = list(s["seeds"])
     if not seeds or len(set(seeds)) != len(seeds) or min(seeds) < 0:
@@ -177,7 +187,7 @@ def resolve(args: argparse.Namespace) -> dict:
     config = {"task": task.name, **own, **{k: v for k, v in base.items() if k not in own},
               **train.to_dict()}
     return {"task": task, "upsamplers": upsamplers, "seeds": seeds, "config": config,
-            "train": train, "out": args.out, "resume": args.resume,
+            "train": train, "out": args.out, "resume": args.resume, "preset": preset,
             "figures": not args.no_figures, "device": args.device, "threads": args.threads}
 
 
@@ -239,8 +249,10 @@ def _write_results(settings, rows, env, command):
     out, task = settings["out"], settings["task"]
     data = {"config": settings["config"], "environment": env, "command": command, "rows": rows}
     atomic_write_json(os.path.join(out, RESULTS_JSON), data)
-    atomic_write_text(os.path.join(out, RESULTS_MD),
-                      results_markdown(data, task.columns, settings["upsamplers"], task.table_note))
+    md = results_markdown(data, task.columns, settings["upsamplers"], task.table_note)
+    if settings.get("preset") is not None:
+        md = md.rstrip("\n") + "\n\n" + settings["preset"].markdown(data) + "\n"
+    atomic_write_text(os.path.join(out, RESULTS_MD), md)
 
 
 def _row(task: Task, upsampler: str, seed: int, final: dict, model, example, ctx, ckpt: str) -> dict:

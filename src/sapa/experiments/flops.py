@@ -28,6 +28,7 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from ..modules import build_upsampler, is_guided, list_upsamplers
+from . import model_flops
 
 FORMATS = ("markdown", "csv", "json")
 
@@ -231,9 +232,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--format", choices=FORMATS, default="markdown")
     parser.add_argument("--names", nargs="+", metavar="NAME", choices=list_upsamplers(),
                         default=None, help="upsamplers to count (default: all registered)")
+    model_flops.add_arguments(parser, _positive_int)  # --model segformer-b1: Table 2
 
 
 def main(args: argparse.Namespace) -> int:
+    if args.model is not None:
+        return model_flops.main(args)
     names = args.names or list_upsamplers()
     config = {"channels": args.channels, "height": args.height, "width": args.width,
               "scale": args.scale, "batch": 1, "torch": torch.__version__}

@@ -192,9 +192,12 @@ def train_run(task: Task, model: nn.Module, train_set, val_set, config: dict, cf
 
     sampler = StreamBatchSampler(len(train_set), cfg.batch_size, seed, start, cfg.iters,
                                  ctx.rank, ctx.world_size)
+    # its own generator: iterating a loader draws a seed, which must not come from the global
+    # RNG that a resumed run restored (models with stochastic depth or dropout draw from it)
     loader = torch.utils.data.DataLoader(train_set, batch_sampler=sampler,
                                          num_workers=cfg.workers, collate_fn=task.collate(),
-                                         persistent_workers=False)
+                                         persistent_workers=False,
+                                         generator=torch.Generator().manual_seed(seed * 1_000_003 + start))
     bar = tqdm(total=cfg.iters, initial=start, desc=desc, leave=False, dynamic_ncols=True,
                disable=not ctx.is_main or None)
     net.train()

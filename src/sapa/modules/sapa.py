@@ -9,7 +9,7 @@ from ..ops._geometry import nearest_upsample
 from ..ops.functional import local_similarity, sapa_attention
 from ._inputs import check_backend, check_guided, positive_int
 from .factory import register_upsampler
-from .norms import NORMS, build_norm
+from .norms import NORMS, build_norm, project_normalized
 from .pointwise import Pointwise
 
 VARIANTS = ("I", "B", "P", "G")
@@ -130,12 +130,14 @@ class SAPA(nn.Module):
 
     def query_key(self, x: torch.Tensor, guide: torch.Tensor):
         """``(q, k)``: ``B x d x H' x W'`` and ``B x d x H x W`` (``d = C`` for variant I)."""
-        xn = self.norm_x(x)
-        yn = self.norm_guide(guide)
         if self.variant == "I":
-            return yn, xn
-        k = self.k(xn)
-        q = self.q(yn)
+            return self.norm_guide(guide), self.norm_x(x)
+        # the projections of the normalised maps, without keeping the C-channel maps alive
+        (q,) = project_normalized(guide, self.norm_guide, [self.q])
+        if self.variant == "G":
+            k, gate = project_normalized(x, self.norm_x, [self.k, self.gate])
+        else:
+            (k,) = project_normalized(x, self.norm_x, [self.k])
         if self.variant == "B":
             return q, k
         size = guide.shape[-2:]
@@ -144,7 +146,7 @@ class SAPA(nn.Module):
         q_x = nearest_upsample(q_x, size)
         if self.variant == "P":
             return q + q_x, k
-        g = nearest_upsample(torch.sigmoid(self.gate(xn)), size)
+        g = nearest_upsample(torch.sigmoid(gate), size)
         return g * q + (1 - g) * q_x, k
 
     @torch.no_grad()
@@ -159,7 +161,7 @@ class SAPA(nn.Module):
     def forward(self, x: torch.Tensor, guide: torch.Tensor | None = None) -> torch.Tensor:
         self._check_inputs(x, guide)
         q, k = self.query_key(x, guide)
-        v = self.v(self.norm_x(x)) if hasattr(self, "v") else x
+        v = project_normalized(x, self.norm_x, [self.v])[0] if hasattr(self, "v") else x
         return sapa_attention(q, k, v, self.kernel_size, normalizer=self.normalizer,
                               border=self.border, backend=self.backend)
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import functools
 
 import numpy as np
+import torch
 
 VAL_FRACTION = 0.25
 SPLITS = ("train", "val")
@@ -48,3 +49,20 @@ def split_rows(img: np.ndarray, split: str, val_fraction: float = VAL_FRACTION) 
         raise ValueError(f"split must be one of {list(SPLITS)}, got {split!r}")
     cut = int(round(img.shape[0] * (1 - val_fraction)))
     return img[:cut] if split == "train" else img[cut:]
+
+
+def random_crop(rng: np.random.Generator, img: np.ndarray, size: int, zoom: float) -> np.ndarray:
+    """A ``size x size`` view of a ``zoom * size`` square crop of ``img`` (random flips),
+    resized bilinearly (antialiased when shrinking): ``size x size x 3`` float32."""
+    side = min(int(round(size * zoom)), img.shape[0], img.shape[1])
+    y = rng.integers(0, img.shape[0] - side + 1)
+    x = rng.integers(0, img.shape[1] - side + 1)
+    crop = img[y : y + side, x : x + side]
+    if rng.random() < 0.5:
+        crop = crop[:, ::-1]
+    if rng.random() < 0.5:
+        crop = crop[::-1]
+    t = torch.from_numpy(np.ascontiguousarray(crop, dtype=np.float32)).permute(2, 0, 1)[None]
+    t = torch.nn.functional.interpolate(t, size=(size, size), mode="bilinear",
+                                        align_corners=False, antialias=side > size)
+    return t[0].permute(1, 2, 0).numpy()

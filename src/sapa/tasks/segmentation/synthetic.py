@@ -29,7 +29,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from ..photos import MEAN, SPLITS, STD, load_photo, split_rows
+from ..photos import MEAN, SPLITS, STD, load_photo, random_crop, split_rows
 
 CLASS_NAMES = ("smooth", "brick", "grass", "gravel", "cells", "stars", "thin")
 NUM_CLASSES = len(CLASS_NAMES)
@@ -49,28 +49,12 @@ LAYOUT_PHOTOS = ("astronaut", "coffee", "chelsea", "rocket", "camera", "horse",
                  "sklearn:china.jpg", "sklearn:flower.jpg")
 
 
-def _random_crop(rng, img: np.ndarray, size: int, zoom: float) -> np.ndarray:
-    """A ``size x size`` view of a ``zoom * size`` square crop (random flips), resized."""
-    side = min(int(round(size * zoom)), img.shape[0], img.shape[1])
-    y = rng.integers(0, img.shape[0] - side + 1)
-    x = rng.integers(0, img.shape[1] - side + 1)
-    crop = img[y : y + side, x : x + side]
-    if rng.random() < 0.5:
-        crop = crop[:, ::-1]
-    if rng.random() < 0.5:
-        crop = crop[::-1]
-    t = torch.from_numpy(np.ascontiguousarray(crop, dtype=np.float32)).permute(2, 0, 1)[None]
-    t = torch.nn.functional.interpolate(t, size=(size, size), mode="bilinear",
-                                        align_corners=False, antialias=side > size)
-    return t[0].permute(1, 2, 0).numpy()
-
-
 def _layout(rng, size: int, split: str) -> np.ndarray:
     """``size x size`` int superpixel ids from a random crop of a real photograph."""
     from skimage.segmentation import felzenszwalb
 
     photo = split_rows(load_photo(LAYOUT_PHOTOS[rng.integers(len(LAYOUT_PHOTOS))]), split)
-    crop = _random_crop(rng, photo, size, zoom=rng.uniform(1.0, 3.0))
+    crop = random_crop(rng, photo, size, zoom=rng.uniform(1.0, 3.0))
     scale = rng.uniform(0.5, 2.0) * size * size / 16
     return felzenszwalb(crop, scale=scale, sigma=0.5, min_size=max(4, size * size // 128))
 
@@ -104,7 +88,7 @@ def _thin_curves(rng, size: int) -> np.ndarray:
 
 def _texture(rng, name: str, size: int, split: str) -> np.ndarray:
     src = split_rows(load_photo(TEXTURES[name]), split)
-    tex = _random_crop(rng, src, size, zoom=rng.uniform(0.75, 1.5))
+    tex = random_crop(rng, src, size, zoom=rng.uniform(0.75, 1.5))
     if name in TINTS:  # a grey texture: give it its class's colour
         tex = tex.mean(-1, keepdims=True) * np.asarray(TINTS[name], dtype=np.float32) / 0.8
     # jitter contrast, brightness and each channel's gain a little

@@ -1,7 +1,9 @@
 """Semantic segmentation as a ``sapa compare`` task (paper Table 2; Appendix C's SegNet).
 
-The model is a SegNet (``--model segnet``, default) or an FPN on a timm backbone
-(``--model fpn``) whose decoder upsampling stages are the upsampler under test; the loss is
+The model is a SegNet (``--model segnet``, default), an FPN on a timm backbone
+(``--model fpn``) or SegFormer (``--model segformer``: MiT encoder from transformers, all-MLP
+head with six guided x2 upsamplings, the model of the paper's Tables 2 and 6) whose decoder
+upsampling stages are the upsampler under test; the loss is
 pixel-wise cross-entropy that skips the ignore label; the evaluator sums confusion and
 boundary counts over the validation set (``SegmentationMeter``), which DDP may all-reduce.
 """
@@ -15,13 +17,14 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from ...errors import UsageError, check_installed
-from ...models import MODELS, build_model
+from ...models import MIT_SIZES, MODELS, build_model, mit_encoder
 from ..base import Column, Reducer, Task
 from .metrics import SegmentationMeter
 from .synthetic import IGNORE_INDEX
 
 FOLDER_IMAGE_SIZE = 256
 DEFAULT_WIDTHS = "16,32,64,128"
+DEFAULT_SEGFORMER_SIZE = "b0"  # the smallest MiT: a CPU-sized default (the paper's is b1)
 
 
 class SegmentationEvaluator:
@@ -55,11 +58,11 @@ def _parse_widths(text: str) -> tuple[int, ...]:
 
 
 class SegmentationTask(Task):
-    """Semantic segmentation: a SegNet (or an FPN on a timm backbone) whose decoder upsampling
-    stages are the upsampler under test, trained with cross-entropy; mIoU, boundary IoU, pixel
-    accuracy. --data: 'synthetic' (generated from photographs, the default) or a folder in the
-    ADE20K or Pascal VOC layout, for which --image-size defaults to 256 and every sample is
-    used unless --num-train / --num-val say otherwise."""
+    """Semantic segmentation: a SegNet (or an FPN on a timm backbone, or SegFormer) whose
+    decoder upsampling stages are the upsampler under test, trained with cross-entropy; mIoU,
+    boundary IoU, pixel accuracy. --data: 'synthetic' (generated from photographs, the
+    default) or a folder in the ADE20K or Pascal VOC layout, for which --image-size defaults
+    to 256 and every sample is used unless --num-train / --num-val say otherwise."""
 
     name = "segmentation"
     primary = "miou"
@@ -99,6 +102,12 @@ class SegmentationTask(Task):
                            help="--model fpn: load the backbone's pretrained weights (timm cache)")
         group.add_argument("--channels", type=int, default=128,
                            help="--model fpn: pyramid width (default: %(default)s)")
+        group.add_argument("--segformer-size", choices=tuple(MIT_SIZES),
+                           help="--model segformer: MiT encoder size (default: "
+                                f"{DEFAULT_SEGFORMER_SIZE}; the paper's Table 2 uses b1)")
+        group.add_argument("--segformer-weights", metavar="PATH",
+                           help="--model segformer: pretrained MiT weights, a local Hugging Face "
+                                "folder or state-dict file (default: random initialisation)")
 
     def resolve(self, args: argparse.Namespace, settings: dict) -> dict:
         data = settings["data"] or "synthetic"
@@ -110,7 +119,7 @@ class SegmentationTask(Task):
             if args.image_size is None:
                 size = FOLDER_IMAGE_SIZE
             num_train, num_val = args.num_train, args.num_val  # folders: all samples unless asked
-        segnet = args.model == "segnet"
+        segnet, segformer = args.model == "segnet", args.model == "segformer"
         widths = _parse_widths(args.widths or DEFAULT_WIDTHS)
         stride = 2 ** len(widths) if segnet else 32
         if size % stride or size < max(stride, 16):
@@ -122,14 +131,31 @@ class SegmentationTask(Task):
         if synthetic:
             check_installed("skimage", "sklearn", needed_for="the generated segmentation set",
                             extra="experiments")
-        if not segnet:
+        for option in ("segformer_size", "segformer_weights"):
+            if getattr(args, option) is not None and not segformer:
+                raise UsageError(f"--{option.replace('_', '-')} applies to --model segformer, "
+                                 f"not --model {args.model}")
+        weights = args.segformer_weights
+        if weights is not None and not os.path.exists(weights):
+            raise UsageError(f"--segformer-weights: no such file or folder: {weights!r}")
+        if args.model == "fpn":
             check_installed("timm", needed_for="--model fpn", extra="timm")
+        size_name = (args.segformer_size or DEFAULT_SEGFORMER_SIZE) if segformer else None
+        if segformer:
+            check_installed("transformers", needed_for="--model segformer", extra="segformer")
+            if weights is not None:  # read them now: a file that does not fit fails before any work
+                try:
+                    mit_encoder(size_name, weights)
+                except UsageError as exc:
+                    raise UsageError(f"--segformer-weights: {exc}") from None
         return {
             "model": args.model,
             "widths": list(widths) if segnet else None,
-            "backbone": None if segnet else args.backbone,
-            "pretrained": None if segnet else bool(args.pretrained),
-            "channels": None if segnet else args.channels,
+            "backbone": args.backbone if args.model == "fpn" else None,
+            "pretrained": bool(args.pretrained) if args.model == "fpn" else None,
+            "channels": args.channels if args.model == "fpn" else None,
+            "segformer_size": size_name,
+            "segformer_weights": os.path.abspath(weights) if weights else None,
             "data": "synthetic" if synthetic else os.path.abspath(data),
             "image_size": size,
             "num_train": num_train,
@@ -151,7 +177,9 @@ class SegmentationTask(Task):
     def build_model(self, config: dict, upsampler: str, train_set) -> nn.Module:
         return build_model(config["model"], train_set.num_classes, upsampler,
                            widths=config["widths"] or (), backbone=config["backbone"],
-                           pretrained=bool(config["pretrained"]), channels=config["channels"] or 128)
+                           pretrained=bool(config["pretrained"]), channels=config["channels"] or 128,
+                           segformer_size=config.get("segformer_size") or DEFAULT_SEGFORMER_SIZE,
+                           weights=config.get("segformer_weights"))
 
     def loss(self, model: nn.Module, batch) -> torch.Tensor:
         x, y = batch
