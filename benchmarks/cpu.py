@@ -1,5 +1,7 @@
 """CPU benchmark of the SAPA operator: bilinear vs the reference, lean and cpu backends.
 
+``cpu`` is the numba backend (``backend="cpu"`` is its alias).
+
 For every case (B, C, d, H x W -> 2H x 2W, K, float32, all threads) it prints, from one run:
 
 - time of the forward and of forward + backward: minimum over ``--repeats`` calls after
@@ -117,8 +119,9 @@ def compute_only(b, c, d, h, k, repeats=20):
     """Forward times without output allocation: ``cpu``'s kernel launched on a preallocated
     output and bilinear with ``out=``. Allocating a fresh 32 MiB output costs as much as a
     third of bilinear's forward here (page faults), so this ratio is the kernels' alone."""
-    import numpy as np  # noqa: F401  (the kernels' arrays)
-    from sapa.ops import cpu
+    from sapa.ops.backends import numba
+
+    cpu = numba._launcher()  # the launchers (numpy, numba)
 
     gen = torch.Generator().manual_seed(0)
     q = torch.randn(b, d, 2 * h, 2 * h, generator=gen)
@@ -332,7 +335,7 @@ def main(argv=None) -> int:
           f"{args.repeats} (reference, lean: 3) after 1 warm-up, each method in a fresh process "
           "interleaved with bilinear, ratios to that bilinear; memory: VmHWM of a fresh process "
           "per method")
-    from sapa.ops import cpu
+    from sapa.ops.backends import numba as cpu
 
     reason = cpu.jit_unavailable()
     print(f"cpu backend: {'numba kernels' if reason is None else 'UNAVAILABLE: ' + reason}")

@@ -255,7 +255,7 @@ class _Recorder:
 
 def record_launches(call):
     """The launches ``call()`` makes with the GPU tile sizes (tensors may live on ``meta``)."""
-    from sapa.ops import triton_backend as tb
+    from sapa.ops.backends import triton as tb
 
     compiled, log = tb.kernels(False), []
     fake = types.SimpleNamespace(**{
@@ -312,7 +312,7 @@ def compile_launch(fn, args, kwargs, arch):
 
 
 def resources(args):
-    from sapa.ops import triton_backend as tb
+    from sapa.ops.backends import triton as tb
 
     print(harness.machine_info())
     print(f"Triton kernels compiled for sm_{args.arch} with the GPU tiles: BLOCK_P={tb.BLOCK_P}, "

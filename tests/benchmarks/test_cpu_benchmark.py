@@ -7,7 +7,7 @@ import os
 
 import pytest
 
-from sapa.ops import cpu
+from sapa.ops.backends import numba as cpu
 
 
 @pytest.mark.skipif(cpu.jit_unavailable() is not None,

@@ -146,9 +146,8 @@ BACKEND_OPTION = {"sapa-i": "window", "sapa-b": "window", "sapa-p": "window", "s
 @pytest.mark.parametrize("name", [n for n in REGISTERED if n in BACKEND_OPTION])
 def test_unknown_backend_is_refused_at_construction(name):
     from sapa.ops import list_backends
-    from sapa.ops.sampled import list_sampled_backends
 
-    names = list_backends() if BACKEND_OPTION[name] == "window" else list_sampled_backends()
+    names = list_backends(BACKEND_OPTION[name])
     for bad in ("gpu", "CPU", "", 1):
         with pytest.raises(ValueError, match="backend must be None or one of") as err:
             sapa.build_upsampler(name, C, guide_channels=C, backend=bad)

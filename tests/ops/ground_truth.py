@@ -1,4 +1,5 @@
-"""Plain-loop float64 ground truth of the SAPA operator, written from the paper and DESIGN.md §1.
+"""Plain-loop float64 ground truth of the SAPA operator, written from the paper (Eq. 2-4,
+Table 6) and the definitions in docs/operator.md.
 
 It shares no code with ``sapa``: it loops over output points ``l' = (i', j')`` and window
 points ``p = (u, w)`` in numpy float64, vectorised only over channels, so that every line can
@@ -24,7 +25,7 @@ import math
 
 import numpy as np
 
-EPS = 1e-6  # DESIGN.md §1: the epsilon of the relu / sigmoid / softplus denominators
+EPS = 1e-6  # the epsilon of the relu / sigmoid / softplus denominators (docs/operator.md)
 NORMALIZERS = ("softmax", "relu", "sigmoid", "softplus", "none")
 BORDERS = ("zeros", "valid")
 

@@ -1,4 +1,4 @@
-"""The Triton backend (``sapa.ops.triton_backend``) against the reference, forward and backward.
+"""The Triton backend (``sapa.ops.backends.triton``) against the reference, forward and backward.
 
 On the CPU the kernels run under Triton's interpreter: every test here sets
 ``TRITON_INTERPRET=1`` for its own duration only (``interpreter`` fixture), so the rest of the
@@ -13,8 +13,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from sapa.ops import dispatch, local_assemble, local_similarity, reference, sapa_attention
-from sapa.ops import triton_backend as tb
+from sapa.ops import dispatch, local_assemble, local_similarity, sapa_attention
+from sapa.ops.backends import reference
+from sapa.ops.backends import triton as tb
 
 pytestmark = pytest.mark.skipif(not tb._HAVE_TRITON, reason="triton is not installed")
 

@@ -16,7 +16,7 @@ def no_work(monkeypatch):
     def fail(*args, **kwargs):
         raise AssertionError("validation let a bad call through to the backend choice")
 
-    monkeypatch.setattr(functional, "choose_backend", fail)
+    monkeypatch.setattr(functional.dispatch, "canonical_backend", fail)
 
 
 def qkv(b=2, d=4, c=3, h=4, w=5, ho=8, wo=10, dtype=torch.float32):
@@ -176,3 +176,72 @@ def test_valid_calls_pass_validation():
     assert sapa_attention(q, k, v, 3).shape == (2, 3, 8, 10)
     assert local_similarity(q, k, 3).shape == (2, 9, 8, 10)
     assert local_assemble(torch.randn(2, 9, 8, 10), v, 3).shape == (2, 3, 8, 10)
+
+
+# ---- zero-size inputs ------------------------------------------------------------------------
+# An empty batch is fine (an empty result, on every backend: test_attention.py, and below for the
+# other ops). A feature with no channels or no points is refused, naming the argument: it has
+# nothing to compare or reassemble.
+
+EMPTY_ATTENTION = [
+    P({"k": torch.randn(2, 4, 0, 5), "v": torch.randn(2, 3, 0, 5)}, r"k must have a non-empty "
+      r"spatial size H x W \(at least 1 x 1\), got shape \(2, 4, 0, 5\)", id="H=0"),
+    P({"k": torch.randn(2, 4, 4, 0), "v": torch.randn(2, 3, 4, 0)}, r"k must have a non-empty "
+      r"spatial size H x W", id="W=0"),
+    P({"q": torch.randn(2, 4, 0, 10)}, r"q must have a non-empty spatial size H' x W'",
+      id="H'=0"),
+    P({"v": torch.randn(2, 0, 4, 5)}, r"v must have at least one channel \(C >= 1\), got "
+      r"shape \(2, 0, 4, 5\)", id="C=0"),
+    P({"q": torch.randn(2, 0, 8, 10), "k": torch.randn(2, 0, 4, 5)},
+      r"q must have at least one channel \(d >= 1\)", id="d=0"),
+]
+
+
+@pytest.mark.parametrize("replace, match", EMPTY_ATTENTION)
+def test_attention_empty_sizes(no_work, replace, match):
+    with pytest.raises(ValueError, match=match):
+        sapa_attention(*_with(qkv(), **replace), 3)
+
+
+def test_primitives_empty_sizes(no_work):
+    q, k, v = qkv()
+    with pytest.raises(ValueError, match=r"k must have a non-empty spatial size H x W"):
+        local_similarity(q, torch.randn(2, 4, 0, 5), 3)
+    with pytest.raises(ValueError, match=r"q must have at least one channel \(d >= 1\)"):
+        local_similarity(q[:, :0], k[:, :0], 3)
+    with pytest.raises(ValueError, match=r"v must have a non-empty spatial size H x W"):
+        local_assemble(torch.randn(2, 9, 8, 10), torch.randn(2, 3, 4, 0), 3)
+    with pytest.raises(ValueError, match=r"v must have at least one channel \(C >= 1\)"):
+        local_assemble(torch.randn(2, 9, 8, 10), v[:, :0], 3)
+
+
+def test_sampled_empty_sizes():
+    from sapa.ops import sampled_attention
+
+    q, k, v = torch.randn(1, 4, 6, 8), torch.randn(1, 4, 3, 4), torch.randn(1, 2, 3, 4)
+    off = torch.randn(1, 8, 6, 8)
+    with pytest.raises(ValueError, match=r"k must have a non-empty spatial size H x W"):
+        sampled_attention(q, k[..., :0], v[..., :0], off, groups=2, num_points=2)
+    with pytest.raises(ValueError, match=r"v must have at least one channel \(C >= 1\)"):
+        sampled_attention(q, k, v[:, :0], off, groups=2, num_points=2)
+
+
+@pytest.mark.parametrize("backend", ["reference", "lean", "numba", "triton"])
+def test_empty_batch_every_op(backend, monkeypatch, require_backend):
+    from sapa.ops import sampled_attention
+
+    monkeypatch.setenv("TRITON_INTERPRET", "1")
+    q, k, v = (t[:0].requires_grad_() for t in qkv())
+    kernels = torch.randn(0, 9, 8, 10, requires_grad=True)
+    require_backend(backend, q, k, v)
+    outs = [sapa_attention(q, k, v, 3, backend=backend),
+            local_similarity(q, k, 3, backend=backend),
+            local_assemble(kernels, v, 3, backend=backend)]
+    if backend in ("reference", "lean"):
+        off = torch.randn(0, 8, 8, 10, requires_grad=True)
+        outs.append(sampled_attention(q, k, v[:, :2], off, groups=2, num_points=2,
+                                      backend=backend))
+    assert [tuple(o.shape) for o in outs][:3] == [(0, 3, 8, 10), (0, 9, 8, 10), (0, 3, 8, 10)]
+    sum(o.sum() for o in outs).backward()
+    for t in (q, k, v, kernels):
+        assert t.grad is not None and t.grad.shape == t.shape

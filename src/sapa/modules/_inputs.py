@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import torch
 
-from ..ops import _checks
+from ..ops import _checks, dispatch
 
 
 def positive_int(name: str, value) -> int:
@@ -19,11 +19,11 @@ def odd_int(name: str, value) -> int:
     return value
 
 
-def check_backend(backend, names: list[str]):
-    """``backend`` is ``None`` (the automatic choice) or one of ``names``, the op family's
-    ``sapa.ops.list_backends()``; checked when a module is built, not at its first call."""
-    if backend is not None and (not isinstance(backend, str) or backend not in names):
-        raise ValueError(f"backend must be None or one of {names}, got {backend!r}")
+def check_backend(backend, family: str = "window"):
+    """``backend`` is ``None`` (the automatic choice) or a name the ops of ``family`` accept
+    (``sapa.ops.list_backends(family)``, or an alias), checked by the ops' own dispatcher when a
+    module is built, not at its first call."""
+    dispatch.canonical_backend(backend, family)
     return backend
 
 

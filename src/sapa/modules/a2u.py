@@ -24,7 +24,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ..ops import _checks, list_backends
+from ..ops import _checks
 from ..ops.functional import local_assemble
 from ._inputs import check_backend, check_guided, positive_int
 from .factory import register_upsampler
@@ -70,7 +70,7 @@ class A2U(nn.Module):
                 f"num_groups must divide guide_channels={guide_channels}, got {num_groups}")
         self.in_channels, self.guide_channels = in_channels, guide_channels
         self.kernel_size, self.encode_kernel_size = kernel_size, encode_kernel_size
-        self.backend = check_backend(backend, list_backends())
+        self.backend = check_backend(backend)
 
         c = guide_channels
         self.proj_p = nn.Conv2d(c, 4 * kernel_size * kernel_size, 1)  # code: bconv_UP

@@ -11,7 +11,6 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ..ops import list_backends
 from ..ops.functional import local_assemble
 from ._inputs import check_backend, odd_int, positive_int
 from .factory import register_upsampler
@@ -58,7 +57,7 @@ class CARAFE(FixedScaleUpsampler):
         self.encoder_dilation = positive_int("encoder_dilation", encoder_dilation)
         if in_channels % groups:
             raise ValueError(f"groups={groups} must divide in_channels={in_channels}")
-        self.backend = check_backend(backend, list_backends())
+        self.backend = check_backend(backend)
         s = self.scale_factor
         self.channel_compressor = nn.Conv2d(in_channels, c_mid, 1)
         self.content_encoder = nn.Conv2d(

@@ -24,7 +24,7 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 
-from ..ops import _checks, list_backends
+from ..ops import _checks
 from ..ops._geometry import nearest_upsample
 from ..ops.functional import local_assemble
 from ._inputs import check_backend, check_guided, positive_int
@@ -73,7 +73,7 @@ class FADE(nn.Module):
         self.in_channels = self.guide_channels = in_channels
         self.kernel_size, self.encoder_kernel_size, self.embed_dim = (
             kernel_size, encoder_kernel_size, embed_dim)
-        self.backend = check_backend(backend, list_backends())
+        self.backend = check_backend(backend)
 
         c = in_channels
         self.gate = nn.Conv2d(c, 1, 1)

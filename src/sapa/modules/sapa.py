@@ -4,7 +4,7 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 
-from ..ops import _checks, _normalizers, list_backends
+from ..ops import _checks, _normalizers
 from ..ops._geometry import nearest_upsample
 from ..ops.functional import local_similarity, sapa_attention
 from ._inputs import check_backend, check_guided, positive_int
@@ -93,7 +93,7 @@ class SAPA(nn.Module):
         _checks.check_choice("border", border, _checks.BORDERS)
         _checks.check_choice("norm", norm, NORMS)
         _checks.check_choice("decoder_query", decoder_query, DECODER_QUERY)
-        check_backend(backend, list_backends())
+        check_backend(backend)
         if variant == "I" and guide_channels != in_channels:
             raise ValueError(
                 "variant 'I' compares LN(guide) with LN(x) directly and needs "

@@ -12,8 +12,7 @@ import torch.nn.functional as F
 from ..ops import _checks
 from ..ops import _normalizers
 from ..ops._geometry import nearest_upsample
-from ..ops.sampled import (list_sampled_backends, sampled_attention, sampled_similarity,
-                           sampling_locations)
+from ..ops.sampled import sampled_attention, sampled_similarity, sampling_locations
 from ._inputs import check_backend, check_guided, positive_int
 from .factory import register_upsampler
 from .norms import NORMS, build_norm
@@ -82,7 +81,7 @@ class SAPAD(nn.Module):
                 "each group reassembles its own C / groups value channels")
         _checks.check_choice("normalizer", normalizer, _checks.NORMALIZERS)
         _checks.check_choice("norm", norm, NORMS)
-        check_backend(backend, list_sampled_backends())
+        check_backend(backend, "sampled")
 
         self.in_channels, self.guide_channels = in_channels, guide_channels
         self.scale_factor, self.num_points, self.groups = scale_factor, num_points, groups

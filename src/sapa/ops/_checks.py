@@ -7,7 +7,8 @@ from __future__ import annotations
 
 import torch
 
-NORMALIZERS = ("softmax", "relu", "sigmoid", "softplus", "none")
+from ._normalizers import NAMES as NORMALIZERS
+
 BORDERS = ("zeros", "valid")
 
 
@@ -20,6 +21,19 @@ def check_tensor(name: str, t, ndim: int = 4) -> None:
         )
     if not t.is_floating_point():
         raise TypeError(f"{name} must be a floating-point tensor, got dtype {t.dtype}")
+
+
+def check_nonempty(name: str, t: torch.Tensor, channels: str, spatial: str) -> None:
+    """``t`` (4-D) has at least one channel, one row and one column. The batch may be empty
+    (the op then returns an empty result); a feature with no channels or no points has nothing
+    to compare or reassemble, and is refused rather than given a made-up meaning."""
+    if t.shape[1] == 0:
+        raise ValueError(
+            f"{name} must have at least one channel ({channels} >= 1), got shape {tuple(t.shape)}")
+    if t.shape[2] == 0 or t.shape[3] == 0:
+        raise ValueError(
+            f"{name} must have a non-empty spatial size {spatial} (at least 1 x 1), got shape "
+            f"{tuple(t.shape)}")
 
 
 def check_kernel_size(kernel_size) -> int:
@@ -67,6 +81,8 @@ def check_similarity_args(q, k, kernel_size, border) -> None:
     check_tensor("q", q)
     check_tensor("k", k)
     check_same_kind({"q": q, "k": k})
+    check_nonempty("q", q, "d", "H' x W'")
+    check_nonempty("k", k, "d", "H x W")
     if q.shape[0] != k.shape[0]:
         raise ValueError(f"q and k must have the same batch size, got {q.shape[0]} and {k.shape[0]}")
     if q.shape[1] != k.shape[1]:
@@ -83,6 +99,8 @@ def check_assemble_args(kernels, v, kernel_size, border) -> None:
     check_tensor("kernels", kernels)
     check_tensor("v", v)
     check_same_kind({"kernels": kernels, "v": v})
+    check_nonempty("kernels", kernels, "K*K", "H' x W'")
+    check_nonempty("v", v, "C", "H x W")
     check_kernel_size(kernel_size)
     if kernels.shape[0] != v.shape[0]:
         raise ValueError(
@@ -102,6 +120,9 @@ def check_attention_args(q, k, v, kernel_size, normalizer, border) -> None:
     check_tensor("k", k)
     check_tensor("v", v)
     check_same_kind({"q": q, "k": k, "v": v})
+    check_nonempty("q", q, "d", "H' x W'")
+    check_nonempty("k", k, "d", "H x W")
+    check_nonempty("v", v, "C", "H x W")
     b = q.shape[0]
     if k.shape[0] != b or v.shape[0] != b:
         raise ValueError(
@@ -121,3 +142,49 @@ def check_attention_args(q, k, v, kernel_size, normalizer, border) -> None:
     check_kernel_size(kernel_size)
     check_choice("normalizer", normalizer, NORMALIZERS)
     check_choice("border", border, BORDERS)
+
+
+def check_positive_int(name: str, value) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{name} must be an int, got {type(value).__name__} ({value!r})")
+    if value < 1:
+        raise ValueError(f"{name} must be >= 1, got {value}")
+    return value
+
+
+def check_sampled_args(q, k, offsets, groups, num_points, v=None) -> None:
+    """Arguments of ``sampled_attention`` (with ``v``) and ``sampled_similarity`` (without)."""
+    named = {"q": q, "k": k} if v is None else {"q": q, "k": k, "v": v}
+    named["offsets"] = offsets
+    for name, t in named.items():
+        check_tensor(name, t)
+    check_same_kind(named)
+    check_positive_int("groups", groups)
+    check_positive_int("num_points", num_points)
+    for name, t in named.items():
+        check_nonempty(name, t, {"q": "G*d", "k": "G*d", "v": "C", "offsets": "2*G*N"}[name],
+                       "H x W" if name in ("k", "v") else "H' x W'")
+    batch = {name: t.shape[0] for name, t in named.items()}
+    if len(set(batch.values())) != 1:
+        raise ValueError(f"{', '.join(batch)} must share the batch size, got {batch}")
+    if q.shape[1] != k.shape[1]:
+        raise ValueError(
+            f"q and k must have the same number of channels G*d, got q {tuple(q.shape)} "
+            f"and k {tuple(k.shape)}")
+    if q.shape[1] % groups:
+        raise ValueError(
+            f"the channels of q and k ({q.shape[1]}) must be divisible by groups={groups}")
+    if v is not None:
+        if v.shape[1] % groups:
+            raise ValueError(
+                f"the channels of v ({v.shape[1]}) must be divisible by groups={groups}")
+        if k.shape[2:] != v.shape[2:]:
+            raise ValueError(
+                f"k and v must have the same spatial size H x W, got k {tuple(k.shape)} "
+                f"and v {tuple(v.shape)}")
+    check_guide_size(q.shape[2], q.shape[3], k.shape[2], k.shape[3])
+    expected = (q.shape[0], 2 * groups * num_points, q.shape[2], q.shape[3])
+    if tuple(offsets.shape) != expected:
+        raise ValueError(
+            f"offsets must be B x 2*groups*num_points x H' x W' = {expected} "
+            f"(groups={groups}, num_points={num_points}, H' x W' of q), got {tuple(offsets.shape)}")

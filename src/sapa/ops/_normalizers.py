@@ -1,7 +1,9 @@
-"""Kernel normalisation ``w = h(s) / sum h(s)`` per window point, for backends that stream
-over the window one offset at a time.
+"""The kernel normalisers ``w = h(s) / sum h(s)``: their names, the integer codes the compiled
+kernels use, and their streaming formulas for the backends that walk the window one point at a
+time.
 
-The forward keeps one statistic per output point (``stat``, ``B x H' x W'`` float32):
+The forward keeps one statistic per output point (``stat``, ``B x H' x W'`` in the compute
+dtype of ``sapa.ops._dtypes``):
 
 - ``softmax``: the log-sum-exp of the scores, so ``w_p = exp(s_p - stat)``;
 - ``relu`` / ``sigmoid`` / ``softplus``: the denominator ``sum_p h(s_p) + EPS``;
@@ -9,6 +11,13 @@ The forward keeps one statistic per output point (``stat``, ``B x H' x W'`` floa
 
 The backward needs ``delta = sum_p w_p * dL/dw_p``, which equals ``<dL/dout, out>`` per point
 (the same trick as flash attention), so it too streams over the offsets.
+
+Non-finite values propagate as in the reference (plain autograd): ``relu(nan) = nan``; where
+autograd *selects* a gradient (relu's: zero where ``relu(s) <= 0``, so a nan score passes it;
+the points a ``valid`` border leaves out) the formulas select with ``torch.where`` instead of
+multiplying by a 0/1 mask, since ``nan * 0`` is ``nan``. A softmax over scores holding ``+inf``
+(or only ``-inf``) gives nan weights everywhere, as ``torch.softmax`` does.
+
 The reference backend does not use this module: autograd differentiates its own version.
 """
 from __future__ import annotations
@@ -17,6 +26,11 @@ import torch
 import torch.nn.functional as F
 
 from ._geometry import EPS
+
+NAMES = ("softmax", "relu", "sigmoid", "softplus", "none")
+# the integer codes of the compiled kernels (numba, Triton)
+SOFTMAX, RELU, SIGMOID, SOFTPLUS, NONE = range(len(NAMES))
+CODES = dict(zip(NAMES, range(len(NAMES))))
 
 
 def h(scores, normalizer):
@@ -29,13 +43,8 @@ def h(scores, normalizer):
     raise ValueError(normalizer)
 
 
-def dh(scores, normalizer):
-    if normalizer == "relu":
-        return (scores > 0).to(scores.dtype)
-    if normalizer == "sigmoid":
-        s = torch.sigmoid(scores)
-        return s * (1 - s)
-    return torch.sigmoid(scores)  # softplus' = sigmoid
+def _select(inside, x):
+    return x if inside is None else torch.where(inside, x, 0.0)
 
 
 def kernel(s, stat, normalizer, inside=None):
@@ -46,7 +55,7 @@ def kernel(s, stat, normalizer, inside=None):
         w = s
     else:
         w = h(s, normalizer) / stat
-    return w if inside is None else w * inside
+    return _select(inside, w)
 
 
 def score_grad(s, w, grad_w, delta, stat, normalizer, inside=None):
@@ -55,9 +64,14 @@ def score_grad(s, w, grad_w, delta, stat, normalizer, inside=None):
         gs = w * (grad_w - delta)
     elif normalizer == "none":
         gs = grad_w
-    else:
-        gs = (grad_w - delta) / stat * dh(s, normalizer)
-    return gs if inside is None else gs * inside
+    elif normalizer == "relu":  # autograd's threshold_backward: 0 where relu(s) <= 0
+        gs = torch.where(s <= 0, 0.0, (grad_w - delta) / stat)
+    elif normalizer == "sigmoid":
+        sg = torch.sigmoid(s)
+        gs = (grad_w - delta) / stat * (sg * (1 - sg))
+    else:  # softplus' = sigmoid
+        gs = (grad_w - delta) / stat * torch.sigmoid(s)
+    return _select(inside, gs)
 
 
 def stat(scores, normalizer, inside=None):
@@ -65,19 +79,19 @@ def stat(scores, normalizer, inside=None):
     if normalizer == "softmax":
         if inside is not None:
             scores = scores.masked_fill(~inside, float("-inf"))
-        return torch.logsumexp(scores, dim=1)
+        # torch.logsumexp's formula, without its special case for an infinite maximum: a +inf
+        # score (or only -inf ones) makes every weight nan, as in torch.softmax
+        top = scores.amax(dim=1)
+        return top + torch.log(torch.exp(scores - top[:, None]).sum(dim=1))
     if normalizer == "none":
         return scores.new_zeros(scores.shape[0], *scores.shape[2:])
-    hv = h(scores, normalizer)
-    if inside is not None:
-        hv = hv * inside
-    return hv.sum(dim=1) + EPS
+    return _select(inside, h(scores, normalizer)).sum(dim=1) + EPS
 
 
 def kernels_from_scores(scores, normalizer, border):
     """Kernels ``B x K*K x H' x W'`` from ``local_similarity`` scores (``-inf`` marks points
     outside the map when ``border="valid"``)."""
-    inside = torch.isfinite(scores) if border == "valid" else None
+    inside = ~torch.isneginf(scores) if border == "valid" else None
     if inside is not None:
         scores = scores.masked_fill(~inside, 0)
     st = stat(scores, normalizer, inside)

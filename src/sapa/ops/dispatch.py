@@ -1,50 +1,78 @@
-"""Backend choice, in one place (as NATTEN does it).
+"""Backend choice for every op, in one place (as NATTEN does it).
 
-``AUTO_ORDER`` lists the backends tried when the caller passes ``backend=None``; each backend
-module exposes ``can_run(*tensors, automatic=False) -> None | str`` (``None``: it can; a
-string: why not; ``automatic=True`` when the choice is not forced). The
-first that can run wins, and the ``sapa.dispatch`` logger says at DEBUG level which ran and why
-each earlier one was passed over::
+``AUTO_ORDER`` lists the backends tried when the caller forces none; each backend exposes
+``can_run(*tensors, automatic=False) -> None | str`` (``sapa.ops.backends.Backend``). The first
+that implements the op's family and can run wins, and the ``sapa.dispatch`` logger says at
+DEBUG level which ran and why each earlier one was passed over::
 
     import logging; logging.basicConfig(); logging.getLogger("sapa.dispatch").setLevel("DEBUG")
 
-Callers never branch on device: they name a backend or leave it to this module.
+Callers never branch on device: they name a backend or leave it to this module. The automatic
+choice is made when the op *runs*, inside the custom op (its ``backend`` argument is
+``"auto"``), not when it is traced: a program made by ``torch.export`` or ``torch.compile`` on
+one device chooses again on the device it runs on.
 
-Every backend module is imported with this one (their imports are cheap: compilers and Triton
-load on first use), so that ``choose_backend`` is plain Python that ``torch.compile`` traces
-with ``fullgraph=True``: no import, no logging call while tracing.
+A backend that should run some tensors but cannot (numba missing or disabled, Triton unable to
+compile for this GPU, a failed first launch) is passed over by the automatic choice with one
+``RuntimeWarning`` per backend saying why; a forced backend raises instead.
 """
 from __future__ import annotations
 
-import importlib
 import logging
+import warnings
 
 import torch
 
+from .backends import FAMILIES, BackendUnavailable, Unavailable
+from .backends import lean, numba, reference, triton
+
 logger = logging.getLogger("sapa.dispatch")
 
-# name -> module (relative to sapa.ops) implementing the backend
+# name -> backend module (imported with this one: their imports are cheap, see ``backends``)
 BACKENDS = {
-    "reference": ".reference",
-    "lean": ".lean",
-    "cpu": ".cpu",
-    "triton": ".triton_backend",
+    "reference": reference,
+    "lean": lean,
+    "numba": numba,
+    "triton": triton,
 }
-# tried in this order when backend=None; the reference is never chosen automatically
-AUTO_ORDER = ("triton", "cpu", "lean")
+# other accepted names -> the backend they stand for
+ALIASES = {"cpu": "numba"}
+# tried in this order when no backend is forced; the reference is never chosen automatically
+AUTO_ORDER = ("triton", "numba", "lean")
+# the ``backend`` argument of ``torch.ops.sapa.*`` when the caller forced none
+AUTO = "auto"
+# the protocol function -> its family
+_FAMILY_OF = {fn: family for family, fns in FAMILIES.items() for fn in fns}
+_warned: set[str] = set()
 
 
-def list_backends() -> list[str]:
-    """Names accepted by the ``backend=`` argument of every op."""
-    return list(BACKENDS)
+def list_backends(family: str = "window") -> list[str]:
+    """Names accepted by the ``backend=`` argument of the ops of ``family`` (``"window"``:
+    ``sapa_attention``, ``local_similarity``, ``local_assemble``; ``"sampled"``:
+    ``sampled_attention``, ``sampled_similarity``). ``"cpu"`` is also accepted, as an alias of
+    ``"numba"``."""
+    if family not in FAMILIES:
+        raise ValueError(f"family must be one of {list(FAMILIES)}, got {family!r}")
+    return [name for name, mod in BACKENDS.items() if family in mod.FAMILIES]
 
 
 def load_backend(name: str):
-    """The module implementing backend ``name``."""
-    mod = _MODULES.get(name)
-    if mod is None:
-        mod = _MODULES[name] = importlib.import_module(BACKENDS[name], __package__)
-    return mod
+    """The module implementing backend ``name`` (an alias resolves to its backend)."""
+    return BACKENDS[ALIASES.get(name, name)]
+
+
+def canonical_backend(backend, family: str = "window") -> str:
+    """The name of the backend the ``backend=`` argument asks for: ``None`` -> ``"auto"``, an
+    alias -> its backend. A name that is no backend of ``family`` is a ``ValueError``."""
+    if backend is None:
+        return AUTO
+    names = list_backends(family)
+    name = ALIASES.get(backend, backend) if isinstance(backend, str) else backend
+    if name not in names:
+        aliases = [a for a, target in ALIASES.items() if target in names]
+        also = f" (or the alias {aliases[0]!r})" if len(aliases) == 1 else ""
+        raise ValueError(f"backend must be None or one of {names}{also}, got {backend!r}")
+    return name
 
 
 def _debug(msg, *args):
@@ -53,32 +81,62 @@ def _debug(msg, *args):
         logger.debug(msg, *args)
 
 
-def choose_backend(*tensors, backend: str | None = None):
-    """The backend module that will run an op on ``tensors``.
+def _passed_over(name: str, reason: str, chosen: str) -> None:
+    _debug("backend %s passed over: %s", name, reason)
+    if isinstance(reason, Unavailable) and name not in _warned:
+        _warned.add(name)
+        warnings.warn(f"sapa: backend {name!r} cannot run here ({reason}); the automatic "
+                      f"choice runs {chosen!r} instead", RuntimeWarning, stacklevel=2)
 
-    ``backend=None`` walks ``AUTO_ORDER``; a name forces that backend and fails with a clear
-    error if it cannot run here.
+
+def choose_backend(*tensors, backend: str | None = None, family: str = "window"):
+    """The backend module that will run an op of ``family`` on ``tensors``.
+
+    ``backend=None`` (or ``"auto"``) walks ``AUTO_ORDER``; a name forces that backend and
+    fails with a clear error if it cannot run here.
     """
-    if backend is not None:
-        if not isinstance(backend, str) or backend not in BACKENDS:
-            raise ValueError(f"backend must be None or one of {list_backends()}, got {backend!r}")
-        mod = load_backend(backend)
+    name = AUTO if backend == AUTO else canonical_backend(backend, family)
+    if name != AUTO:
+        mod = BACKENDS[name]
         reason = mod.can_run(*tensors)
         if reason is not None:
-            raise RuntimeError(f"backend={backend!r} cannot run here: {reason}")
-        _debug("backend %s (requested)", backend)
+            raise RuntimeError(f"backend={name!r} cannot run here: {reason}")
+        _debug("backend %s (requested)", name)
         return mod
+    skipped = []
     for name in AUTO_ORDER:
-        mod = load_backend(name)
+        mod = BACKENDS[name]
+        if family not in mod.FAMILIES:
+            continue
         reason = mod.can_run(*tensors, automatic=True)
         if reason is None:
+            for other, why in skipped:
+                _passed_over(other, why, name)
             _debug("backend %s (automatic)", name)
             return mod
-        _debug("backend %s passed over: %s", name, reason)
+        skipped.append((name, reason))
     raise RuntimeError("no backend can run these inputs")  # unreachable: lean always can
 
 
-# imported up front (see the module docstring); a backend must not import this module
-_MODULES: dict = {}
-for _name in BACKENDS:
-    load_backend(_name)
+def run(backend: str, fn: str, tensors, *args):
+    """``fn(*args)`` of the backend named ``backend`` (``"auto"``: chosen now, on
+    ``tensors``), for the custom ops. On the automatic path a backend that raises
+    :class:`BackendUnavailable` is passed over (one warning) and the next one runs."""
+    family = _FAMILY_OF[fn]
+    if backend != AUTO:
+        mod = choose_backend(*tensors, backend=backend, family=family)
+        if not hasattr(mod, fn):
+            raise ValueError(f"backend {backend!r} does not run through torch.ops.sapa: call "
+                             "the functional ops (sapa.ops) with it")
+        return getattr(mod, fn)(*args)
+    failed: dict[str, BackendUnavailable] = {}
+    while True:
+        mod = choose_backend(*tensors, family=family)
+        if mod.NAME in failed:  # a backend must record its failure (see BackendUnavailable)
+            raise RuntimeError(f"backend {mod.NAME!r} failed again") from failed[mod.NAME]
+        for name, error in failed.items():
+            _passed_over(name, Unavailable(error.reason), mod.NAME)
+        try:
+            return getattr(mod, fn)(*args)
+        except BackendUnavailable as e:
+            failed[mod.NAME] = e

@@ -1,10 +1,12 @@
-"""The public functional API: validate, choose a backend, run."""
+"""The public functional API of the window operator: the autocast policy, validation, then the
+reference (plain autograd) or the custom op, whose backend is chosen when it runs."""
 from __future__ import annotations
 
 import torch
 
-from . import _checks, _library, reference
-from .dispatch import choose_backend
+from . import _checks, _library, dispatch
+from ._dtypes import apply_autocast_policy
+from .backends import reference
 
 
 def sapa_attention(
@@ -36,17 +38,22 @@ def sapa_attention(
         border: ``"zeros"``: window points outside the map count as ``k = 0, v = 0`` and still
             take part in the normalisation (the official kernels); ``"valid"``: they are left
             out of both sums.
-        backend: ``None`` chooses automatically; a name from ``sapa.ops.list_backends()``
-            forces one.
+        backend: ``None`` chooses automatically, when the op runs; a name from
+            ``sapa.ops.list_backends()`` (or ``"cpu"``, an alias of ``"numba"``) forces one.
 
     Returns:
-        ``B x C x H' x W'``, the dtype of the inputs.
+        ``B x C x H' x W'``, the dtype of the inputs (under ``torch.autocast``: the autocast
+        dtype, see ``docs/operator.md``).
     """
+    return apply_autocast_policy(_attention, (q, k, v), kernel_size, normalizer, border, backend)
+
+
+def _attention(q, k, v, kernel_size, normalizer, border, backend):
     _checks.check_attention_args(q, k, v, kernel_size, normalizer, border)
-    mod = choose_backend(q, k, v, backend=backend)
-    if mod is reference:
+    name = dispatch.canonical_backend(backend)
+    if name == "reference":
         return reference.sapa_attention(q, k, v, kernel_size, normalizer, border)
-    return _library.attention(q, k, v, kernel_size, normalizer, border, mod.NAME)[0]
+    return _library.attention(q, k, v, kernel_size, normalizer, border, name)[0]
 
 
 def local_similarity(
@@ -65,14 +72,20 @@ def local_similarity(
         border: ``"zeros"``: outside points score 0 (``k = 0``); ``"valid"``: they score
             ``-inf``, so a softmax over dim 1 leaves them out.
 
+        backend: as ``sapa_attention``.
+
     Returns:
         ``B x K*K x H' x W'``; index ``p = (u + r) * K + (w + r)``, row-major as in ``F.unfold``.
     """
+    return apply_autocast_policy(_similarity, (q, k), kernel_size, border, backend)
+
+
+def _similarity(q, k, kernel_size, border, backend):
     _checks.check_similarity_args(q, k, kernel_size, border)
-    mod = choose_backend(q, k, backend=backend)
-    if mod is reference:
+    name = dispatch.canonical_backend(backend)
+    if name == "reference":
         return reference.local_similarity(q, k, kernel_size, border)
-    return _library.similarity(q, k, kernel_size, border, mod.NAME)
+    return _library.similarity(q, k, kernel_size, border, name)
 
 
 def local_assemble(
@@ -91,12 +104,17 @@ def local_assemble(
         kernel_size: odd ``K``.
         border: outside points hold ``v = 0``, so ``"zeros"`` and ``"valid"`` give the same
             sum; the argument exists so that both primitives are called alike.
+        backend: as ``sapa_attention``.
 
     Returns:
         ``B x C x H' x W'``.
     """
+    return apply_autocast_policy(_assemble, (kernels, v), kernel_size, border, backend)
+
+
+def _assemble(kernels, v, kernel_size, border, backend):
     _checks.check_assemble_args(kernels, v, kernel_size, border)
-    mod = choose_backend(kernels, v, backend=backend)
-    if mod is reference:
+    name = dispatch.canonical_backend(backend)
+    if name == "reference":
         return reference.local_assemble(kernels, v, kernel_size, border)
-    return _library.assemble(kernels, v, kernel_size, border, mod.NAME)
+    return _library.assemble(kernels, v, kernel_size, border, name)

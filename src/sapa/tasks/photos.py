@@ -1,5 +1,6 @@
 """Photographs that ship inside scikit-image and scikit-learn: the raw material of the generated
-data sets (segmentation textures and layouts, depth-scene textures), with no download.
+data sets (segmentation textures and layouts, depth-scene textures, matting foregrounds and
+backgrounds), with no download; and the ImageNet input normalisation.
 
 A name is a ``skimage.data`` function (``"brick"``, ``"astronaut"``) or ``"sklearn:<file>"``
 for ``sklearn.datasets.load_sample_image`` (``"sklearn:china.jpg"``). Generated sets split
@@ -66,3 +67,10 @@ def random_crop(rng: np.random.Generator, img: np.ndarray, size: int, zoom: floa
     t = torch.nn.functional.interpolate(t, size=(size, size), mode="bilinear",
                                         align_corners=False, antialias=side > size)
     return t[0].permute(1, 2, 0).numpy()
+
+
+def normalize(image: torch.Tensor) -> torch.Tensor:
+    """``(image - MEAN) / STD`` over the channel axis of ``... x 3 x H x W`` values in [0, 1]."""
+    mean = torch.tensor(MEAN, dtype=image.dtype, device=image.device).view(3, 1, 1)
+    std = torch.tensor(STD, dtype=image.dtype, device=image.device).view(3, 1, 1)
+    return (image - mean) / std

@@ -1,7 +1,7 @@
 """Numba kernels of the ``cpu`` backend, on NCHW numpy views of the tensors (no layout change).
 
-Importing this module needs numba; ``sapa.ops.cpu`` imports it lazily and falls back to the
-lean backend when that fails.
+Importing this module needs numba; ``sapa.ops.backends.numba`` imports it (through
+``launch.py``) when the backend first runs.
 
 Tasks. Work is split into tasks of one batch element and a block of consecutive
 low-resolution rows ``[l0, l1)``. A task owns the output rows whose projective row lies in its
@@ -13,8 +13,8 @@ Columns. For one channel and one low-resolution row a task first *gathers* a row
 length ``len(src)``: ``G[t] = xpad[src[t]]``, ``xpad`` the row with ``r`` zeros on both sides.
 ``src`` is chosen so that window column ``w`` (``0 <= w < K``) of every output column ``j'`` is
 ``G[w * step + j']``: each window offset is a contiguous slice, so every inner loop runs over
-``j'`` on contiguous memory and vectorises (see ``sapa.ops.cpu.geometry``). The transposed
-operation accumulates into such a row and scatters it back through ``src``.
+``j'`` on contiguous memory and vectorises (see ``launch.geometry``). The transposed operation
+accumulates into such a row and scatters it back through ``src``.
 
 Inner loops add four products per pass (``_madd4``; the remainders in one pass of one to five):
 that cuts the read-modify-write traffic of the accumulator row and the per-loop set-up, which
@@ -31,8 +31,8 @@ import math
 import numpy as np
 from numba import njit
 
-NORMALIZERS = ("softmax", "relu", "sigmoid", "softplus", "none")
-SOFTMAX, RELU, SIGMOID, SOFTPLUS, NONE = range(5)
+from ..._normalizers import NONE, RELU, SIGMOID, SOFTMAX  # the normalizers' integer codes
+
 CHUNK = 4  # products per inner-loop pass
 
 _JIT = dict(cache=True, fastmath=False, nogil=True)
@@ -268,7 +268,7 @@ def _transpose_block(kern, a, b, l0, l1, geo, ksize, ybuf, pad, pairs_i, pairs_u
 @njit(**_JIT)
 def _h(s, code):
     if code == RELU:
-        return s if s > 0.0 else 0.0
+        return 0.0 if s <= 0.0 else s  # keeps nan, as torch.relu does
     if code == SIGMOID:
         return 1.0 / (1.0 + math.exp(-s))
     # softplus as torch.nn.functional.softplus (beta 1, threshold 20)
@@ -276,13 +276,16 @@ def _h(s, code):
 
 
 @njit(**_JIT)
-def _dh(s, code):
+def _score_grad(s, gw, delta, st, code):
+    """``dL/ds`` from ``dL/dw = gw`` for the relu / sigmoid / softplus normalizers. relu
+    *selects*, as autograd's ``threshold_backward``: 0 where ``relu(s) <= 0`` (so a nan score
+    passes the gradient), rather than multiplying by 0 (``nan * 0`` would be ``nan``)."""
     if code == RELU:
-        return 1.0 if s > 0.0 else 0.0
+        return 0.0 if s <= 0.0 else (gw - delta) / st
     sg = 1.0 / (1.0 + math.exp(-s))
     if code == SIGMOID:
-        return sg * (1.0 - sg)
-    return sg  # softplus' = sigmoid
+        return (gw - delta) / st * (sg * (1.0 - sg))
+    return (gw - delta) / st * sg  # softplus' = sigmoid
 
 
 @njit(**_JIT)
@@ -420,6 +423,8 @@ def _weights_and_score_grads(s, gw, ioff, i0, i1, rowidx, h, colin, code, valid,
                 for j in range(wo):
                     gp[j] = sp[j] * (gp[j] - delta[j])
             continue
+        if valid:  # outside scores count as 0 (one is nan when q is infinite: nan * 0)
+            _mask_outside(s, i, ik, rowidx, h, colin, 0.0)
         for p in range(kk):  # gw is 0 outside the map, so w there does not matter
             sp, gp = s[p, ik], gw[p, ik]
             for j in range(wo):
@@ -427,7 +432,7 @@ def _weights_and_score_grads(s, gw, ioff, i0, i1, rowidx, h, colin, code, valid,
         for p in range(kk):
             sp, gp = s[p, ik], gw[p, ik]
             for j in range(wo):
-                gp[j] = (gp[j] - delta[j]) / st[j] * _dh(sp[j], code)
+                gp[j] = _score_grad(sp[j], gp[j], delta[j], st[j], code)
                 sp[j] = _h(sp[j], code) / st[j]
         if valid:
             _mask_outside(s, i, ik, rowidx, h, colin, 0.0)

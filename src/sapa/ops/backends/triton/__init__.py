@@ -1,6 +1,6 @@
-"""The fused Triton backend: launchers of ``sapa.ops.triton_kernels`` behind the backend protocol.
+"""The fused Triton backend: launchers of ``kernels/`` behind ``sapa.ops.backends.Backend``.
 
-It implements the forward/backward protocol of ``sapa.ops._library`` (``torch.ops.sapa.*``):
+It implements the window family of the protocol (``torch.ops.sapa.*``):
 
 - ``attention_fwd`` runs one fused kernel (scores, online softmax or running sums, assembly)
   and keeps only the per-point statistic of ``sapa.ops._normalizers``; no ``K*K x H' x W'``
@@ -15,11 +15,19 @@ come back in the inputs' dtype. Inputs may have any strides (NCHW, channels_last
 gradients); outputs are contiguous NCHW, gradients take the strides of their input.
 
 Where it runs (``can_run``): CUDA tensors when ``triton`` is installed; CPU tensors only under
-Triton's interpreter, ``TRITON_INTERPRET=1`` (slow: that is how CI tests the kernels).
-Block sizes are fixed heuristics, not autotuned.
+Triton's interpreter, ``TRITON_INTERPRET=1``, and only when forced (slow: that is how CI tests
+the kernels). Block sizes are fixed heuristics, not autotuned.
+
+A GPU it cannot serve. The first launch of each launcher on each device and dtype is guarded:
+if it fails (Triton cannot compile for this GPU or dtype, the kernels cannot be imported, the
+driver refuses the launch), the failure is recorded, ``can_run`` refuses that device and dtype
+from then on, and ``BackendUnavailable`` is raised: the automatic choice then runs ``lean``
+with one warning, a forced ``backend="triton"`` raises. Later failures are errors like any
+other. Without ``triton`` installed, CUDA tensors go to ``lean`` (one warning) as well.
 """
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import os
 import sys
@@ -27,12 +35,16 @@ import threading
 
 import torch
 
-from ._geometry import EPS
+from ..._dtypes import compute_dtype
+from ..._geometry import EPS
+from ..._normalizers import CODES
+from .. import BackendUnavailable, Unavailable
 
 NAME = "triton"
+FAMILIES = ("window",)
 
 _HAVE_TRITON = importlib.util.find_spec("triton") is not None
-_PKG = __name__.rpartition(".")[0] + ".triton_kernels"
+_PKG = __name__ + ".kernels"
 
 # Tiles on the GPU. Query-side kernels: BLOCK_P output points x chunks of up to MAX_BLOCK_D /
 # MAX_BLOCK_C channels per program; gathered kernels: GATHER_LANES lanes (low-resolution points
@@ -51,27 +63,60 @@ INTERPRETER_LANES = 2048
 
 MAX_BATCH = 65535  # one program row per batch sample on grid axis 2
 
-_NORM_CODES = {"softmax": 0, "relu": 1, "sigmoid": 2, "softplus": 3, "none": 4}
+# (device, dtype) -> why the kernels failed there; (launcher, device, dtype) launched once
+_failed: dict = {}
+_launched: set = set()
 
 
-def can_run(*tensors, automatic: bool = False) -> str | None:
-    if not _HAVE_TRITON:
-        return "triton is not installed (pip install triton, or sapa[triton])"
+def _device_reason(tensors, automatic: bool) -> str | None:
+    """Why ``tensors`` are not this backend's to run (device, batch size), or ``None``: CUDA
+    tensors, or CPU tensors under the interpreter when the backend is forced."""
     if tensors and tensors[0].dim() > 0 and tensors[0].shape[0] > MAX_BATCH:
         return f"batch size {tensors[0].shape[0]} > {MAX_BATCH} (the grid's third dimension)"
     kinds = {t.device.type for t in tensors}
     if kinds == {"cuda"}:
         return None
-    if kinds == {"cpu"}:
-        if automatic:
-            # the interpreter is for tests: never pick it over the CPU backends unasked
-            return "CPU tensors run Triton's interpreter only when backend='triton' is forced"
-        if os.environ.get("TRITON_INTERPRET") == "1":
-            return None
+    if kinds != {"cpu"}:
+        return ("Triton runs CUDA tensors (or CPU ones under TRITON_INTERPRET=1), "
+                f"got devices {sorted(kinds)}")
+    if automatic:  # never pick the interpreter (for tests) over the CPU backends unasked
+        return "CPU tensors run Triton's interpreter only when backend='triton' is forced"
+    if not _HAVE_TRITON:
+        return "triton is not installed (pip install triton, or sapa[triton])"
+    if os.environ.get("TRITON_INTERPRET") != "1":
         return ("CPU tensors run the Triton kernels only under Triton's interpreter: "
                 "set TRITON_INTERPRET=1 (slow; meant for tests)")
-    return ("Triton runs CUDA tensors (or CPU ones under TRITON_INTERPRET=1), "
-            f"got devices {sorted(kinds)}")
+    return None
+
+
+def can_run(*tensors, automatic: bool = False) -> str | None:
+    reason = _device_reason(tensors, automatic)
+    if reason is not None:
+        return reason
+    if not _HAVE_TRITON:  # CUDA tensors: they are ours, but we cannot run them
+        return Unavailable("triton is not installed (pip install triton, or sapa[triton])")
+    failed = _failed.get((tensors[0].device, tensors[0].dtype))
+    return None if failed is None else Unavailable(failed)
+
+
+@contextlib.contextmanager
+def _first_launch(name: str, t: torch.Tensor):
+    """Guard the first launch of launcher ``name`` on ``t``'s device and dtype (see the module
+    docstring): an error there is recorded and raised as ``BackendUnavailable``."""
+    key = (name, t.device, t.dtype)
+    if key in _launched:
+        yield
+        return
+    try:
+        yield
+    except torch.OutOfMemoryError:
+        raise
+    except Exception as e:
+        reason = (f"its first launch of {name} on {t.device} for {t.dtype} failed "
+                  f"({type(e).__name__}: {e})")
+        _failed[(t.device, t.dtype)] = reason
+        raise BackendUnavailable(NAME, reason) from e
+    _launched.add(key)
 
 
 # ---- the kernels, one copy per mode ----------------------------------------------------------
@@ -87,7 +132,7 @@ def _interpreted(t: torch.Tensor) -> bool:
 
 
 def kernels(interpret: bool):
-    """The ``triton_kernels`` package with every ``@triton.jit`` function interpreted
+    """The ``kernels`` package with every ``@triton.jit`` function interpreted
     (``interpret=True``) or compiled.
 
     ``triton.jit`` picks its mode from ``TRITON_INTERPRET`` once, when the decorated module is
@@ -111,8 +156,8 @@ def _import_copy(interpret: bool):
         raise RuntimeError(f"backend 'triton' cannot import triton: {e}") from e
     name = f"{_PKG}_{'interpreted' if interpret else 'compiled'}"
     spec = importlib.util.spec_from_file_location(
-        name, os.path.join(os.path.dirname(__file__), "triton_kernels", "__init__.py"),
-        submodule_search_locations=[os.path.join(os.path.dirname(__file__), "triton_kernels")])
+        name, os.path.join(os.path.dirname(__file__), "kernels", "__init__.py"),
+        submodule_search_locations=[os.path.join(os.path.dirname(__file__), "kernels")])
     module = importlib.util.module_from_spec(spec)
     previous = os.environ.get("TRITON_INTERPRET")
     os.environ["TRITON_INTERPRET"] = "1" if interpret else "0"
@@ -148,7 +193,7 @@ def _chunk(n: int, cap: int) -> int:
 def _acc(dtype):
     import triton.language as tl
 
-    return tl.float64 if dtype == torch.float64 else tl.float32
+    return tl.float64 if compute_dtype(dtype) == torch.float64 else tl.float32
 
 
 def _index_dtype(*tensors, sizes=()):
@@ -158,10 +203,6 @@ def _index_dtype(*tensors, sizes=()):
 
     extents = [sum((n - 1) * abs(s) for n, s in zip(t.shape[1:], t.stride()[1:])) for t in tensors]
     return tl.int64 if max([*extents, *sizes]) >= 2**31 - 1 else tl.int32
-
-
-def _stat_dtype(dtype):
-    return torch.float64 if dtype == torch.float64 else torch.float32
 
 
 class _Tiles:
@@ -196,57 +237,60 @@ def attention_fwd(q, k, v, kernel_size, normalizer, border):
     b, d, ho, wo = q.shape
     c, h, w = v.shape[1:]
     out = v.new_empty((b, c, ho, wo))
-    stat = q.new_empty((b, ho, wo), dtype=_stat_dtype(q.dtype))
+    stat = q.new_empty((b, ho, wo), dtype=compute_dtype(q.dtype))
     if stat.numel() == 0:
         return out, stat
     interpret = _interpreted(q)
     t = _Tiles(interpret, kernel_size, (h, w), (ho, wo), (d, c), (q, k, v, out))
-    # at least one C block even for C = 0: it writes stat
-    kernels(interpret).attention.attention_fwd[(t.n_p, max(1, _cdiv(c, t.block_c)), b)](
-        q, k, v, out, stat, *q.stride(), *k.stride(), *v.stride(), *out.stride(),
-        d, c, h, w, ho, wo,
-        K=kernel_size, NORM=_NORM_CODES[normalizer], VALID=border == "valid", EPS=EPS,
-        BLOCK_P=t.block_p, BLOCK_D=t.block_d, BLOCK_C=t.block_c,
-        ACC=_acc(q.dtype), IDX=t.idx, num_warps=NUM_WARPS)
+    with _first_launch("attention_fwd", q):
+        # at least one C block even for C = 0: it writes stat
+        kernels(interpret).attention.attention_fwd[(t.n_p, max(1, _cdiv(c, t.block_c)), b)](
+            q, k, v, out, stat, *q.stride(), *k.stride(), *v.stride(), *out.stride(),
+            d, c, h, w, ho, wo,
+            K=kernel_size, NORM=CODES[normalizer], VALID=border == "valid", EPS=EPS,
+            BLOCK_P=t.block_p, BLOCK_D=t.block_d, BLOCK_C=t.block_c,
+            ACC=_acc(q.dtype), IDX=t.idx, num_warps=NUM_WARPS)
     return out, stat
 
 
 def attention_bwd(grad, q, k, v, out, stat, kernel_size, normalizer, border):
     """Returns ``(grad_q, grad_k, grad_v)``; recomputes every kernel weight from ``stat``.
-    The border enters only through ``stat``: outside points hold ``k = v = 0``."""
+    The border enters through ``stat`` (outside points hold ``k = v = 0``) and, for ``dq``,
+    whether outside points count."""
     b, d, ho, wo = q.shape
     c, h, w = v.shape[1:]
     gq, gk, gv = torch.empty_like(q), torch.empty_like(k), torch.empty_like(v)
     if stat.numel() == 0:
         return gq.zero_(), gk.zero_(), gv.zero_()
     interpret = _interpreted(q)
-    kern = kernels(interpret).attention
     t = _Tiles(interpret, kernel_size, (h, w), (ho, wo), (d, c), (grad, q, k, v, out, gq, gk, gv))
     stat = stat.contiguous()
     acc = _acc(q.dtype)
-    common = dict(K=kernel_size, NORM=_NORM_CODES[normalizer], ACC=acc, IDX=t.idx,
+    common = dict(K=kernel_size, NORM=CODES[normalizer], ACC=acc, IDX=t.idx,
                   num_warps=NUM_WARPS)
     gather = dict(BLOCK_L=t.block_l, NC=t.nc, BLOCK_D=t.gather_d, BLOCK_C=t.gather_c, **common)
 
     delta = torch.empty_like(stat)
-    kern.attention_delta[(t.n_p, b)](
-        grad, out, delta, *grad.stride(), *out.stride(), c, ho, wo,
-        BLOCK_P=t.block_p, BLOCK_C=t.block_c, ACC=acc, IDX=t.idx, num_warps=NUM_WARPS)
-    if d:
-        kern.attention_bwd_q[(t.n_p, _cdiv(d, t.block_d), b)](
-            grad, q, k, v, stat, delta, gq,
-            *grad.stride(), *q.stride(), *k.stride(), *v.stride(), *gq.stride(),
-            d, c, h, w, ho, wo, BLOCK_P=t.block_p, BLOCK_D=t.block_d, BLOCK_C=t.block_c,
-            **common)
-        kern.attention_bwd_k[(t.n_l, _cdiv(d, t.gather_d), b)](
-            grad, q, k, v, stat, delta, gk,
-            *grad.stride(), *q.stride(), *k.stride(), *v.stride(), *gk.stride(),
-            d, c, h, w, ho, wo, t.rh, t.rw, **gather)
-    if c:
-        kern.attention_bwd_v[(t.n_l, _cdiv(c, t.gather_c), b)](
-            grad, q, k, stat, gv,
-            *grad.stride(), *q.stride(), *k.stride(), *gv.stride(),
-            d, c, h, w, ho, wo, t.rh, t.rw, **gather)
+    with _first_launch("attention_bwd", q):
+        kern = kernels(interpret).attention
+        kern.attention_delta[(t.n_p, b)](
+            grad, out, delta, *grad.stride(), *out.stride(), c, ho, wo,
+            BLOCK_P=t.block_p, BLOCK_C=t.block_c, ACC=acc, IDX=t.idx, num_warps=NUM_WARPS)
+        if d:
+            kern.attention_bwd_q[(t.n_p, _cdiv(d, t.block_d), b)](
+                grad, q, k, v, stat, delta, gq,
+                *grad.stride(), *q.stride(), *k.stride(), *v.stride(), *gq.stride(),
+                d, c, h, w, ho, wo, VALID=border == "valid", BLOCK_P=t.block_p,
+                BLOCK_D=t.block_d, BLOCK_C=t.block_c, **common)
+            kern.attention_bwd_k[(t.n_l, _cdiv(d, t.gather_d), b)](
+                grad, q, k, v, stat, delta, gk,
+                *grad.stride(), *q.stride(), *k.stride(), *v.stride(), *gk.stride(),
+                d, c, h, w, ho, wo, t.rh, t.rw, **gather)
+        if c:
+            kern.attention_bwd_v[(t.n_l, _cdiv(c, t.gather_c), b)](
+                grad, q, k, stat, gv,
+                *grad.stride(), *q.stride(), *k.stride(), *gv.stride(),
+                d, c, h, w, ho, wo, t.rh, t.rw, **gather)
     return gq, gk, gv
 
 
@@ -260,30 +304,33 @@ def similarity_fwd(q, k, kernel_size, border):
         return scores
     interpret = _interpreted(q)
     t = _Tiles(interpret, kernel_size, (h, w), (ho, wo), (d, 0), (q, k, scores))
-    kernels(interpret).similarity.similarity_fwd[(t.n_p, b)](
-        q, k, scores, *q.stride(), *k.stride(), *scores.stride(), d, h, w, ho, wo,
-        K=kernel_size, VALID=border == "valid", BLOCK_P=t.block_p, BLOCK_D=t.block_d,
-        ACC=_acc(q.dtype), IDX=t.idx, num_warps=NUM_WARPS)
+    with _first_launch("similarity_fwd", q):
+        kernels(interpret).similarity.similarity_fwd[(t.n_p, b)](
+            q, k, scores, *q.stride(), *k.stride(), *scores.stride(), d, h, w, ho, wo,
+            K=kernel_size, VALID=border == "valid", BLOCK_P=t.block_p, BLOCK_D=t.block_d,
+            ACC=_acc(q.dtype), IDX=t.idx, num_warps=NUM_WARPS)
     return scores
 
 
 def similarity_bwd(grad, q, k, kernel_size, border):
-    """Entries of ``grad`` at window points outside the map are ignored under both borders."""
+    """Entries of ``grad`` at window points outside the map: ``"zeros"`` multiplies them by
+    ``k = 0``, ``"valid"`` ignores them (the reference's gradients)."""
     b, d, ho, wo = q.shape
     h, w = k.shape[2:]
     gq, gk = torch.empty_like(q), torch.empty_like(k)
     if b * ho * wo == 0 or d == 0:
         return gq.zero_(), gk.zero_()
     interpret = _interpreted(q)
-    kern = kernels(interpret).similarity
     t = _Tiles(interpret, kernel_size, (h, w), (ho, wo), (d, 0), (grad, q, k, gq, gk))
     common = dict(K=kernel_size, ACC=_acc(q.dtype), IDX=t.idx, num_warps=NUM_WARPS)
-    kern.similarity_bwd_q[(t.n_p, _cdiv(d, t.block_d), b)](
-        grad, k, gq, *grad.stride(), *k.stride(), *gq.stride(), d, h, w, ho, wo,
-        BLOCK_P=t.block_p, BLOCK_D=t.block_d, **common)
-    kern.similarity_bwd_k[(t.n_l, _cdiv(d, t.gather_d), b)](
-        grad, q, gk, *grad.stride(), *q.stride(), *gk.stride(), d, h, w, ho, wo, t.rh, t.rw,
-        BLOCK_L=t.block_l, NC=t.nc, BLOCK_D=t.gather_d, **common)
+    with _first_launch("similarity_bwd", q):
+        kern = kernels(interpret).similarity
+        kern.similarity_bwd_q[(t.n_p, _cdiv(d, t.block_d), b)](
+            grad, k, gq, *grad.stride(), *k.stride(), *gq.stride(), d, h, w, ho, wo,
+            VALID=border == "valid", BLOCK_P=t.block_p, BLOCK_D=t.block_d, **common)
+        kern.similarity_bwd_k[(t.n_l, _cdiv(d, t.gather_d), b)](
+            grad, q, gk, *grad.stride(), *q.stride(), *gk.stride(), d, h, w, ho, wo, t.rh, t.rw,
+            BLOCK_L=t.block_l, NC=t.nc, BLOCK_D=t.gather_d, **common)
     return gq, gk
 
 
@@ -298,10 +345,11 @@ def assemble_fwd(kernels_, v, kernel_size, border):
         return out
     interpret = _interpreted(v)
     t = _Tiles(interpret, kernel_size, (h, w), (ho, wo), (0, c), (kernels_, v, out))
-    kernels(interpret).assemble.assemble_fwd[(t.n_p, _cdiv(c, t.block_c), b)](
-        kernels_, v, out, *kernels_.stride(), *v.stride(), *out.stride(), c, h, w, ho, wo,
-        K=kernel_size, BLOCK_P=t.block_p, BLOCK_C=t.block_c, ACC=_acc(v.dtype), IDX=t.idx,
-        num_warps=NUM_WARPS)
+    with _first_launch("assemble_fwd", v):
+        kernels(interpret).assemble.assemble_fwd[(t.n_p, _cdiv(c, t.block_c), b)](
+            kernels_, v, out, *kernels_.stride(), *v.stride(), *out.stride(), c, h, w, ho, wo,
+            K=kernel_size, BLOCK_P=t.block_p, BLOCK_C=t.block_c, ACC=_acc(v.dtype), IDX=t.idx,
+            num_warps=NUM_WARPS)
     return out
 
 
@@ -312,17 +360,16 @@ def assemble_bwd(grad, kernels_, v, kernel_size, border):
     if b * ho * wo == 0:
         return gkern.zero_(), gv.zero_()
     interpret = _interpreted(v)
-    kern = kernels(interpret).assemble
     t = _Tiles(interpret, kernel_size, (h, w), (ho, wo), (0, c), (grad, kernels_, v, gkern, gv))
     common = dict(K=kernel_size, ACC=_acc(v.dtype), IDX=t.idx, num_warps=NUM_WARPS)
-    kern.assemble_bwd_kernels[(t.n_p, b)](
-        grad, v, gkern, *grad.stride(), *v.stride(), *gkern.stride(), c, h, w, ho, wo,
-        BLOCK_P=t.block_p, BLOCK_C=t.block_c, **common)
-    if c:
-        kern.assemble_bwd_v[(t.n_l, _cdiv(c, t.gather_c), b)](
-            grad, kernels_, gv, *grad.stride(), *kernels_.stride(), *gv.stride(),
-            c, h, w, ho, wo, t.rh, t.rw, BLOCK_L=t.block_l, NC=t.nc, BLOCK_C=t.gather_c,
-            **common)
-    else:
-        gv.zero_()
+    with _first_launch("assemble_bwd", v):
+        kern = kernels(interpret).assemble
+        kern.assemble_bwd_kernels[(t.n_p, b)](
+            grad, v, gkern, *grad.stride(), *v.stride(), *gkern.stride(), c, h, w, ho, wo,
+            BLOCK_P=t.block_p, BLOCK_C=t.block_c, **common)
+        if c:
+            kern.assemble_bwd_v[(t.n_l, _cdiv(c, t.gather_c), b)](
+                grad, kernels_, gv, *grad.stride(), *kernels_.stride(), *gv.stride(),
+                c, h, w, ho, wo, t.rh, t.rw, BLOCK_L=t.block_l, NC=t.nc, BLOCK_C=t.gather_c,
+                **common)
     return gkern, gv

@@ -66,7 +66,9 @@ def attention_fwd(
             acc = acc * alpha[:, None] + e[:, None] * vp
             m = m_new
         elif NORM == NONE:
-            acc += s[:, None] * vp  # v = 0 outside: nothing to mask
+            if VALID:  # v = 0 outside, but s may be nan there (q * 0): select, as the reference
+                s = tl.where(inside, s, 0.0)
+            acc += s[:, None] * vp
         else:
             hs = h_of(s, NORM)
             if VALID:
@@ -117,12 +119,13 @@ def attention_bwd_q(
     sv_b, sv_c, sv_h, sv_w,
     sgq_b, sgq_c, sgq_h, sgq_w,
     D, C, H, W, HO, WO,
-    K: tl.constexpr, NORM: tl.constexpr,
+    K: tl.constexpr, NORM: tl.constexpr, VALID: tl.constexpr,
     BLOCK_P: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_C: tl.constexpr,
     ACC: tl.constexpr, IDX: tl.constexpr,
 ):
-    """``dq[:, l'] = sum_p dL/ds_p * k_{l+p}`` for the D block ``program_id(1)``. The border
-    does not matter: a point outside the map holds ``k = 0`` and adds nothing."""
+    """``dq[:, l'] = sum_p dL/ds_p * k_{l+p}`` for the D block ``program_id(1)``. A point
+    outside the map holds ``k = 0``; ``VALID`` drops its ``dL/ds_p`` as well, which is not
+    finite when ``q`` is not (its score ``q * 0`` is nan), as the reference does."""
     pid_d = tl.program_id(1)
     pid_b = tl.program_id(2).to(tl.int64)
     i, j, pmask = block_points(tl.program_id(0), HO * WO, WO, BLOCK_P, IDX)
@@ -146,6 +149,8 @@ def attention_bwd_q(
         gw = channel_dot(g_ptrs, sg_c, pmask, v_ptr + ry * sv_h + rx * sv_w, sv_c, inside,
                          C, BLOCK_C, ACC, IDX)
         gs = score_grad(s, w, gw, delta, stat, NORM)
+        if VALID:
+            gs = tl.where(inside, gs, 0.0)
         gq += gs[:, None] * load_channels(k_ptrs, offs_d, sk_c, inside, dmask, ACC)
 
     store_channels(gq_ptr + pid_b * sgq_b + i * sgq_h + j * sgq_w, offs_d, sgq_c, gq, pmask,

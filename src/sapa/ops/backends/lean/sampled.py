@@ -7,27 +7,16 @@ into the output. The backward recomputes each point's sampled key and value, its
 weight, and pulls the gradients back through that point's ``grid_sample`` alone. Half-precision
 inputs are computed in float32.
 
-Protocol (registered as ``torch.ops.sapa.sampled_attention*`` by ``_sampled_library``)::
-
-    attention_fwd(q, k, v, offsets, G, N, normalizer)                  -> (out, stat)
-    attention_bwd(grad, q, k, v, offsets, out, stat, G, N, normalizer) -> (gq, gk, gv, goffsets)
+``sampled_fwd`` and ``sampled_bwd`` are the sampled family of ``sapa.ops.backends.Backend``
+(``torch.ops.sapa.sampled_attention*``).
 """
 from __future__ import annotations
 
 import torch
 
-from . import _normalizers as nz
-from .sampled_reference import grid_scale, sample, sampling_grid
-
-NAME = "lean"
-
-
-def can_run(*tensors) -> str | None:
-    return None  # pure PyTorch: runs wherever PyTorch does
-
-
-def compute_dtype(dtype):
-    return torch.float32 if dtype in (torch.float16, torch.bfloat16) else dtype
+from ... import _normalizers as nz
+from ..._dtypes import compute_dtype
+from ..reference.sampled import grid_scale, sample, sampling_grid
 
 
 def _by_group(t, groups):
@@ -44,7 +33,7 @@ def sampled_similarity(q, k, offsets, groups, num_points):
     return torch.stack(scores, dim=1).view(b, groups, num_points, hq, wq).to(q.dtype)
 
 
-def attention_fwd(q, k, v, offsets, groups, num_points, normalizer):
+def sampled_fwd(q, k, v, offsets, groups, num_points, normalizer):
     """Returns ``(out, stat)``: ``B x C x H' x W'`` in the input dtype, ``B x G x H' x W'``."""
     b, c, _, _ = v.shape
     hq, wq = q.shape[-2:]
@@ -69,7 +58,7 @@ def _sample_vjp(x, grid, grad):
     return torch.ops.aten.grid_sampler_2d_backward(grad, x, grid, 0, 0, False, [True, True])
 
 
-def attention_bwd(grad_out, q, k, v, offsets, out, stat, groups, num_points, normalizer):
+def sampled_bwd(grad_out, q, k, v, offsets, out, stat, groups, num_points, normalizer):
     """Returns ``(grad_q, grad_k, grad_v, grad_offsets)``; recomputes every weight from ``stat``."""
     b, c, h, w = v.shape
     d = q.shape[1] // groups

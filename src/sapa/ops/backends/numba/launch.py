@@ -1,95 +1,39 @@
-"""The ``cpu`` backend: numba-compiled kernels for CPU tensors, the default on the CPU.
+"""Launchers of the ``numba`` backend: numpy views of the tensors, the kernels' index tables,
+the split of the work into tasks and threads, compilation on first use.
 
-It implements the forward/backward protocol of ``sapa.ops._library`` (like ``lean``), with
-kernels in ``sapa.ops.cpu_kernels`` that run on NCHW numpy views of the tensors, in
-``torch.get_num_threads()`` threads, without a ``K*K x C x H' x W'`` intermediate:
-
-- forward: one pass per block of output rows (scores, normalisation, assembly); only the
-  per-point ``stat`` is kept;
-- backward: a pass over output rows recomputes the kernels and gives ``dL/dq`` plus the
-  kernels and score gradients (``B x K*K x H' x W'``, as large as ``K*K`` channels of the
-  output); a pass over low-resolution rows *gathers* ``dL/dk`` and ``dL/dv`` from them. No
-  atomics: results do not depend on the number of threads.
-
-Conversions at the boundary (each costs a copy; nothing else is converted):
-
-- non-contiguous inputs (``channels_last``, slices, expanded gradients) are made contiguous
-  NCHW;
-- ``float16`` / ``bfloat16`` are computed in ``float32`` (numpy has no ``bfloat16``) and the
-  results cast back; ``stat`` stays ``float32``.
-
-JIT. Kernels compile on first use for each dtype (``float32``, ``float64``) and are cached on
-disk by numba (``__pycache__`` next to ``cpu_kernels.py``, or ``NUMBA_CACHE_DIR``), so later
-processes load them in well under a second. Where numba is missing or cannot compile, or
-``SAPA_DISABLE_JIT=1`` is set, ``can_run`` says why, automatic dispatch moves on to ``lean``
-and one ``RuntimeWarning`` tells the user; a call already routed here runs ``lean`` instead.
-Zero-size inputs also run ``lean``.
+Loaded (with numpy and numba) when the backend first runs; ``sapa.ops.backends.numba`` holds
+the backend's contract and falls back to ``lean`` for zero-size inputs before calling here.
 """
 from __future__ import annotations
 
 import functools
 import os
-import warnings
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import torch
 
-from . import lean
-from .reference import inside_mask
+from ... import _normalizers as nz
+from ..._dtypes import compute_dtype
+from ..._geometry import EPS
+from ..reference import inside_mask
+from . import fail
+from . import kernels as _kernels
 
-NAME = "cpu"
-DISABLE_ENV = "SAPA_DISABLE_JIT"
-_EPS = 1e-6  # as sapa.ops._geometry.EPS
 JOBS_PER_THREAD = 2
 TASK_BYTES = 512 * 1024
 
-_state = {"kernels": None, "error": None, "warned": False, "compiled": set(), "pools": ({}, 0)}
-
-
-# ---- availability ----------------------------------------------------------------------------
-
-def jit_unavailable() -> str | None:
-    """Why the compiled kernels cannot run in this process, or ``None`` if they can."""
-    if os.environ.get(DISABLE_ENV, "").strip() not in ("", "0"):
-        return f"{DISABLE_ENV} is set"
-    if _state["error"] is not None:
-        return _state["error"]
-    if _state["kernels"] is None:
-        try:
-            from . import cpu_kernels
-        except Exception as e:  # numba missing, or broken on this platform
-            _state["error"] = f"numba cannot be imported ({type(e).__name__}: {e})"
-            return _state["error"]
-        _state["kernels"] = cpu_kernels
-    return None
-
-
-def _warn_once(reason: str) -> None:
-    if not _state["warned"]:
-        _state["warned"] = True
-        warnings.warn(
-            f"sapa: the compiled CPU backend cannot run ({reason}); falling back to the "
-            "slower 'lean' backend. Install numba (pip install 'sapa[cpu]') to enable it.",
-            RuntimeWarning, stacklevel=5)
-
-
-def can_run(*tensors, automatic: bool = False) -> str | None:
-    """``None`` if every tensor is on the CPU and the JIT works here, else the reason."""
-    for t in tensors:
-        if t.device.type != "cpu":
-            return f"a tensor is on {t.device}, not the CPU"
-    reason = jit_unavailable()
-    if reason is not None:
-        _warn_once(reason)
-    return reason
+# (kernel name, dtype) pairs compiled (or loaded from numba's cache) in this process; thread
+# pools by size, and the process that made them (threads do not survive a fork)
+_compiled: set = set()
+_pools: tuple[dict, int] = ({}, 0)
 
 
 # ---- geometry --------------------------------------------------------------------------------
 
 @functools.lru_cache(maxsize=64)
 def geometry(h: int, w: int, ho: int, wo: int, kernel_size: int):
-    """Index arrays of the kernels (all ``int64``, see ``cpu_kernels``):
+    """Index arrays of the kernels (all ``int64``, see ``kernels``):
 
     - ``row_start`` (``H + 1``): first output row whose projective row is ``l``;
     - ``rowidx`` (``H'``): projective row ``floor(i' H / H')`` of each output row;
@@ -134,10 +78,11 @@ def _plan(batch: int, h: int, ho: int, wo: int, kernel_size: int) -> tuple[int, 
 
 def _pool(workers: int) -> ThreadPoolExecutor:
     """A process-wide pool of exactly ``workers`` threads (new ones after a ``fork``)."""
-    pools, pid = _state["pools"]
+    global _pools
+    pools, pid = _pools
     if pid != os.getpid():  # threads do not survive fork
         pools = {}
-        _state["pools"] = (pools, os.getpid())
+        _pools = (pools, os.getpid())
     if workers not in pools:
         pools[workers] = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="sapa-cpu")
     return pools[workers]
@@ -149,7 +94,7 @@ def _launch(name: str, ntasks: int, *args) -> None:
     thread, taken from the pool's queue as threads free up, so a thread slowed down by other
     load on the machine does not hold up the rest. Python threads rather than numba's
     parallel loops: they compile several times faster and need no numba threading layer."""
-    kernel = getattr(_state["kernels"], name)
+    kernel = getattr(_kernels, name)
     n = max(1, min(torch.get_num_threads(), ntasks))
     if n == 1:
         kernel(0, ntasks, 1, *args)
@@ -169,7 +114,7 @@ def _probe_args(name: str, dtype):
     row_start, rowidx, src, step, colin = geo
     if name == "attention_fwd":
         return (z((1, 1, 4, 4)), z((1, 1, 2, 2)), z((1, 1, 2, 2)), row_start, rowidx, src, step,
-                3, 1, colin, 0, False, _EPS, z((1, 1, 4, 4)), z((1, 4, 4)))
+                3, 1, colin, 0, False, EPS, z((1, 1, 4, 4)), z((1, 4, 4)))
     if name == "attention_bwd_rows":
         return (z((1, 1, 4, 4)), z((1, 1, 4, 4)), z((1, 1, 2, 2)), z((1, 1, 2, 2)), z((1, 4, 4)),
                 row_start, rowidx, src, step, 3, 1, colin, 0, False, z((1, 9, 4, 4)),
@@ -186,27 +131,17 @@ def _probe_args(name: str, dtype):
     raise KeyError(name)
 
 
-def _ready(dtype, *names) -> bool:
-    """Compile (or load from the cache) kernels ``names`` for ``dtype``; ``False`` (with one
-    warning) if the JIT is unavailable or fails, so the caller runs ``lean`` instead."""
-    if jit_unavailable() is None:
-        for name in names:
-            if (name, dtype) in _state["compiled"]:
-                continue
-            try:
-                _launch(name, 1, *_probe_args(name, dtype))
-            except Exception as e:  # a compiler failure: any error on these tiny inputs
-                _state["error"] = f"numba failed to compile {name} ({type(e).__name__}: {e})"
-                break
-            _state["compiled"].add((name, dtype))
-        else:
-            return True
-    _warn_once(jit_unavailable())
-    return False
-
-
-def compute_dtype(dtype):
-    return torch.float64 if dtype == torch.float64 else torch.float32
+def _ready(dtype, *names) -> None:
+    """Compile (or load from numba's cache) kernels ``names`` for ``dtype``, on tiny inputs;
+    a failure is recorded and raised as ``BackendUnavailable`` (``fail``)."""
+    for name in names:
+        if (name, dtype) in _compiled:
+            continue
+        try:
+            _launch(name, 1, *_probe_args(name, dtype))
+        except Exception as e:  # a compiler failure: any error on these tiny inputs
+            fail(f"numba failed to compile {name} ({type(e).__name__}: {e})", e)
+        _compiled.add((name, dtype))
 
 
 def _np(t: torch.Tensor, dtype) -> np.ndarray:
@@ -218,27 +153,18 @@ def _empty(dtype, *shape):
     return torch.empty(shape, dtype=dtype)
 
 
-def _code(normalizer: str) -> int:
-    return _state["kernels"].NORMALIZERS.index(normalizer)
-
-
-def _any_empty(*tensors) -> bool:
-    return any(t.numel() == 0 for t in tensors)
-
-
-# ---- the protocol ----------------------------------------------------------------------------
+# ---- the protocol (non-empty inputs) ---------------------------------------------------------
 
 def attention_fwd(q, k, v, kernel_size, normalizer, border):
     """Returns ``(out, stat)``: ``B x C x H' x W'`` in the input dtype, ``B x H' x W'``."""
     cd = compute_dtype(q.dtype)
-    if _any_empty(q, k, v) or not _ready(cd, "attention_fwd"):
-        return lean.attention_fwd(q, k, v, kernel_size, normalizer, border)
+    _ready(cd, "attention_fwd")
     (b, _, ho, wo), (h, w) = q.shape, k.shape[2:]
     row_start, rowidx, src, step, colin = geometry(h, w, ho, wo, kernel_size)
     block, ntasks = _plan(b, h, ho, wo, kernel_size)
     out, stat = _empty(cd, b, v.shape[1], ho, wo), _empty(cd, b, ho, wo)
     _launch("attention_fwd", ntasks, _np(q, cd), _np(k, cd), _np(v, cd), row_start, rowidx,
-            src, step, kernel_size, block, colin, _code(normalizer), border == "valid", _EPS,
+            src, step, kernel_size, block, colin, nz.CODES[normalizer], border == "valid", EPS,
             out.numpy(), stat.numpy())
     return out.to(v.dtype), stat
 
@@ -247,8 +173,7 @@ def attention_bwd(grad_out, q, k, v, out, stat, kernel_size, normalizer, border)
     """Returns ``(grad_q, grad_k, grad_v)``; recomputes the kernels from ``stat``. ``out``
     is not read: ``delta = <grad, out>`` is summed over the window instead."""
     cd = compute_dtype(q.dtype)
-    if _any_empty(q, k, v) or not _ready(cd, "attention_bwd_rows", "transpose"):
-        return lean.attention_bwd(grad_out, q, k, v, out, stat, kernel_size, normalizer, border)
+    _ready(cd, "attention_bwd_rows", "transpose")
     (b, _, ho, wo), (h, w) = q.shape, k.shape[2:]
     row_start, rowidx, src, step, colin = geometry(h, w, ho, wo, kernel_size)
     geo = (row_start, rowidx, src, step, kernel_size)
@@ -258,7 +183,7 @@ def attention_bwd(grad_out, q, k, v, out, stat, kernel_size, normalizer, border)
     weights, score_grads = _empty(cd, b, kk, ho, wo), _empty(cd, b, kk, ho, wo)
     gq, gk, gv = _empty(cd, *q.shape), _empty(cd, *k.shape), _empty(cd, *v.shape)
     _launch("attention_bwd_rows", ntasks, g, qn, _np(k, cd), _np(v, cd), _np(stat, cd), *geo,
-            block, colin, _code(normalizer), border == "valid", weights.numpy(),
+            block, colin, nz.CODES[normalizer], border == "valid", weights.numpy(),
             score_grads.numpy(), gq.numpy())
     _launch("transpose", ntasks, weights.numpy(), g, *geo, block, gv.numpy())
     _launch("transpose", ntasks, score_grads.numpy(), qn, *geo, block, gk.numpy())
@@ -268,8 +193,7 @@ def attention_bwd(grad_out, q, k, v, out, stat, kernel_size, normalizer, border)
 def similarity_fwd(q, k, kernel_size, border):
     """``B x K*K x H' x W'`` scores; ``-inf`` outside the map for ``border="valid"``."""
     cd = compute_dtype(q.dtype)
-    if _any_empty(q, k) or not _ready(cd, "similarity"):
-        return lean.similarity_fwd(q, k, kernel_size, border)
+    _ready(cd, "similarity")
     (b, _, ho, wo), (h, w) = q.shape, k.shape[2:]
     row_start, rowidx, src, step, colin = geometry(h, w, ho, wo, kernel_size)
     block, ntasks = _plan(b, h, ho, wo, kernel_size)
@@ -281,8 +205,7 @@ def similarity_fwd(q, k, kernel_size, border):
 
 def similarity_bwd(grad, q, k, kernel_size, border):
     cd = compute_dtype(q.dtype)
-    if _any_empty(q, k) or not _ready(cd, "assemble", "transpose"):
-        return lean.similarity_bwd(grad, q, k, kernel_size, border)
+    _ready(cd, "assemble", "transpose")
     (b, _, ho, wo), (h, w) = q.shape, k.shape[2:]
     geo = geometry(h, w, ho, wo, kernel_size)[:4] + (kernel_size,)
     block, ntasks = _plan(b, h, ho, wo, kernel_size)
@@ -299,8 +222,7 @@ def similarity_bwd(grad, q, k, kernel_size, border):
 def assemble_fwd(kernels, v, kernel_size, border):
     """``B x C x H' x W'``; points outside the map hold ``v = 0`` (both borders)."""
     cd = compute_dtype(v.dtype)
-    if _any_empty(kernels, v) or not _ready(cd, "assemble"):
-        return lean.assemble_fwd(kernels, v, kernel_size, border)
+    _ready(cd, "assemble")
     (b, _, ho, wo), (h, w) = kernels.shape, v.shape[2:]
     geo = geometry(h, w, ho, wo, kernel_size)[:4] + (kernel_size,)
     block, ntasks = _plan(b, h, ho, wo, kernel_size)
@@ -311,8 +233,7 @@ def assemble_fwd(kernels, v, kernel_size, border):
 
 def assemble_bwd(grad, kernels, v, kernel_size, border):
     cd = compute_dtype(v.dtype)
-    if _any_empty(kernels, v) or not _ready(cd, "similarity", "transpose"):
-        return lean.assemble_bwd(grad, kernels, v, kernel_size, border)
+    _ready(cd, "similarity", "transpose")
     (b, _, ho, wo), (h, w) = kernels.shape, v.shape[2:]
     row_start, rowidx, src, step, colin = geometry(h, w, ho, wo, kernel_size)
     block, ntasks = _plan(b, h, ho, wo, kernel_size)

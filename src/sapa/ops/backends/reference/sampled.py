@@ -4,28 +4,23 @@ Written to be obviously right, never fast: it holds the sampled keys and values 
 ``N x (d + C) x H' x W'`` per image. Every other backend is tested against this one, and this
 one against a plain bilinear loop that follows the authors' CUDA kernels.
 
-Geometry (the authors' convention, ``tiny-smart/sapa``, ``deformsapa``): point ``n`` of group
-``g`` of output point ``(i', j')`` lies at
+Geometry (the convention of the authors' SAPA-D code, github.com/tiny-smart/sapa): point ``n``
+of group ``g`` of output point ``(i', j')`` lies at
 
     x = floor(j' * W / W') + offsets[:, 2 * (g * N + n)]        (column, low-res pixels)
     y = floor(i' * H / H') + offsets[:, 2 * (g * N + n) + 1]    (row)
 
 and is read by bilinear interpolation, with zeros outside the map, exactly as
-``F.grid_sample(mode="bilinear", padding_mode="zeros")`` reads it.
+``F.grid_sample(mode="bilinear", padding_mode="zeros")`` reads it. Half-precision inputs are
+computed in float32 (locations included) and the result rounded once.
 """
 from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
 
-from ._geometry import projective_index
-from .reference import normalize
-
-NAME = "reference"
-
-
-def can_run(*tensors) -> str | None:
-    return None  # pure PyTorch: runs wherever PyTorch does
+from ..._geometry import projective_index
+from . import _compute, normalize
 
 
 def sampling_locations(offsets, groups, num_points, in_size):
@@ -69,20 +64,22 @@ def _by_group(t, groups):
 def sampled_similarity(q, k, offsets, groups, num_points):
     """Scores ``B x G x N x H' x W'``: ``<q_g(l'), k_g(p_n)>`` for every sampled point."""
     b, _, hq, wq = q.shape
-    grid = sampling_grid(offsets, groups, num_points, k.shape[-2:])
-    ks = sample(_by_group(k, groups), grid.flatten(2, 3))  # B*G x d x N x H'W'
-    qg = _by_group(q, groups).flatten(2)  # B*G x d x H'W'
+    qc, kc, oc = _compute(q, k, offsets)
+    grid = sampling_grid(oc, groups, num_points, k.shape[-2:])
+    ks = sample(_by_group(kc, groups), grid.flatten(2, 3))  # B*G x d x N x H'W'
+    qg = _by_group(qc, groups).flatten(2)  # B*G x d x H'W'
     scores = torch.einsum("bdp,bdnp->bnp", qg, ks)
-    return scores.view(b, groups, num_points, hq, wq)
+    return scores.view(b, groups, num_points, hq, wq).to(q.dtype)
 
 
 def sampled_attention(q, k, v, offsets, groups, num_points, normalizer):
     b, c, _, _ = v.shape
     hq, wq = q.shape[-2:]
-    grid = sampling_grid(offsets, groups, num_points, k.shape[-2:]).flatten(2, 3)
-    ks = sample(_by_group(k, groups), grid)  # B*G x d x N x H'W'
-    vs = sample(_by_group(v, groups), grid)  # B*G x C/G x N x H'W'
-    scores = torch.einsum("bdp,bdnp->bnp", _by_group(q, groups).flatten(2), ks)
+    qc, kc, vc, oc = _compute(q, k, v, offsets)
+    grid = sampling_grid(oc, groups, num_points, k.shape[-2:]).flatten(2, 3)
+    ks = sample(_by_group(kc, groups), grid)  # B*G x d x N x H'W'
+    vs = sample(_by_group(vc, groups), grid)  # B*G x C/G x N x H'W'
+    scores = torch.einsum("bdp,bdnp->bnp", _by_group(qc, groups).flatten(2), ks)
     kernels = normalize(scores, normalizer)  # over the N points of each group
     out = torch.einsum("bnp,bcnp->bcp", kernels, vs)
-    return out.reshape(b, c, hq, wq)
+    return out.reshape(b, c, hq, wq).to(v.dtype)

@@ -23,12 +23,14 @@ at the end (``reduce_pairs``), in a fixed order: no atomics anywhere.
 import triton
 import triton.language as tl
 
-# normalizer codes (``NORM`` constexpr); the launcher maps the names onto them
-SOFTMAX = tl.constexpr(0)
-RELU = tl.constexpr(1)
-SIGMOID = tl.constexpr(2)
-SOFTPLUS = tl.constexpr(3)
-NONE = tl.constexpr(4)
+from sapa.ops import _normalizers as nz
+
+# normalizer codes (``NORM`` constexpr), as ``sapa.ops._normalizers.CODES``
+SOFTMAX = tl.constexpr(nz.SOFTMAX)
+RELU = tl.constexpr(nz.RELU)
+SIGMOID = tl.constexpr(nz.SIGMOID)
+SOFTPLUS = tl.constexpr(nz.SOFTPLUS)
+NONE = tl.constexpr(nz.NONE)
 # running-max start of the online softmax: finite, so exp(m_old - m_new) is never exp(-inf + inf)
 NEG_BIG = tl.constexpr(-1e30)
 
@@ -170,9 +172,9 @@ def sigmoid(s):
 
 @triton.jit
 def h_of(s, NORM: tl.constexpr):
-    """``h(s)`` of the relu / sigmoid / softplus normalizers."""
+    """``h(s)`` of the relu / sigmoid / softplus normalizers (nan stays nan, as in torch)."""
     if NORM == RELU:
-        return tl.maximum(s, 0.0)
+        return tl.where(s <= 0.0, 0.0, s)
     elif NORM == SIGMOID:
         return sigmoid(s)
     else:
@@ -183,18 +185,6 @@ def h_of(s, NORM: tl.constexpr):
         den = one_z - 1.0
         log1p_z = tl.where(den == 0.0, z, tl.log(one_z) * (z / tl.where(den == 0.0, 1.0, den)))
         return tl.maximum(s, 0.0) + log1p_z
-
-
-@triton.jit
-def dh_of(s, NORM: tl.constexpr):
-    """``h'(s)`` of the relu / sigmoid / softplus normalizers."""
-    if NORM == RELU:
-        return tl.where(s > 0.0, 1.0, 0.0).to(s.dtype)
-    elif NORM == SIGMOID:
-        sg = sigmoid(s)
-        return sg * (1.0 - sg)
-    else:
-        return sigmoid(s)
 
 
 @triton.jit
@@ -212,10 +202,17 @@ def kernel_weight(s, stat, NORM: tl.constexpr):
 
 @triton.jit
 def score_grad(s, w, grad_w, delta, stat, NORM: tl.constexpr):
-    """``dL/ds_p`` from ``dL/dw_p``; ``delta = sum_p w_p dL/dw_p = <dL/dout, out>``."""
+    """``dL/ds_p`` from ``dL/dw_p``; ``delta = sum_p w_p dL/dw_p = <dL/dout, out>``. relu
+    *selects*, as autograd's ``threshold_backward``: 0 where ``relu(s) <= 0`` (a nan score
+    passes the gradient), rather than multiplying by 0 (``nan * 0`` would be ``nan``)."""
     if NORM == SOFTMAX:
         return w * (grad_w - delta)
     elif NORM == NONE:
         return grad_w
-    else:
-        return (grad_w - delta) / stat * dh_of(s, NORM)
+    elif NORM == RELU:
+        return tl.where(s <= 0.0, 0.0, (grad_w - delta) / stat)
+    elif NORM == SIGMOID:
+        sg = sigmoid(s)
+        return (grad_w - delta) / stat * (sg * (1.0 - sg))
+    else:  # softplus' = sigmoid
+        return (grad_w - delta) / stat * sigmoid(s)

@@ -6,10 +6,11 @@ Shapes: ``q`` ``B x D x HO x WO``, ``k`` ``B x D x H x W``, scores / their gradi
 - ``similarity_fwd``, grid (output-point blocks, B): ``s_p = <q, k_p>`` for every ``p``;
   ``VALID`` writes ``-inf`` at window points outside the map (``"zeros"``: 0, since ``k = 0``).
 - ``similarity_bwd_q``, grid (output-point blocks, D blocks, B): ``dq = sum_p ds_p * k_p``.
+  Under ``"zeros"`` an outside point counts with ``k = 0`` (so a nan or inf ``ds_p`` there
+  gives nan, as in the reference); under ``"valid"`` its ``ds_p`` is not read (its score is a
+  constant ``-inf``).
 - ``similarity_bwd_k``, grid (low-resolution blocks, D blocks, B): ``dk`` gathered over the
   output points whose windows hold each point (``_common.gather_tile``).
-
-Entries of ``ds`` at window points outside the map are never read, under either border.
 """
 import triton
 import triton.language as tl
@@ -50,7 +51,7 @@ def similarity_bwd_q(
     sk_b, sk_c, sk_h, sk_w,
     sgq_b, sgq_c, sgq_h, sgq_w,
     D, H, W, HO, WO,
-    K: tl.constexpr,
+    K: tl.constexpr, VALID: tl.constexpr,
     BLOCK_P: tl.constexpr, BLOCK_D: tl.constexpr, ACC: tl.constexpr, IDX: tl.constexpr,
 ):
     pid_d = tl.program_id(1)
@@ -64,7 +65,10 @@ def similarity_bwd_q(
     for p in range(K * K):
         ry, rx, inside = window_point(li, lj, p, H, W, K)
         ok = pmask & inside
-        ds = tl.load(g_ptrs + p * sg_c, mask=ok, other=0.0).to(ACC)
+        if VALID:
+            ds = tl.load(g_ptrs + p * sg_c, mask=ok, other=0.0).to(ACC)
+        else:
+            ds = tl.load(g_ptrs + p * sg_c, mask=pmask, other=0.0).to(ACC)
         gq += ds[:, None] * load_channels(k_ptr + ry * sk_h + rx * sk_w, offs_d, sk_c, ok,
                                           dmask, ACC)
     store_channels(gq_ptr + pid_b * sgq_b + i * sgq_h + j * sgq_w, offs_d, sgq_c, gq, pmask,

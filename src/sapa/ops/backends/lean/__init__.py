@@ -1,30 +1,30 @@
-"""The memory-lean backend: pure PyTorch, one window offset at a time.
+"""The memory-lean backend: pure PyTorch, one window offset (or sampling point) at a time.
 
 It never holds a ``K*K x C x H' x W'`` tensor. The forward gathers one ``C x H' x W'`` slice
 of the window per offset; it keeps for the backward only the per-point statistic of
 ``sapa.ops._normalizers``, and the backward recomputes each offset's score and kernel weight
-in a single loop. Half-precision inputs are computed in float32.
+in a single loop. Half-precision inputs are computed in float32. It runs wherever PyTorch
+does: the automatic choice falls back to it.
 
-Like every non-reference backend it implements the forward/backward protocol that
-``sapa.ops._library`` registers as ``torch.ops.sapa.*`` (see ``sapa/ops/__init__.py``).
+It implements both families of ``sapa.ops.backends.Backend``; the sampled one (SAPA-D) is in
+``sampled.py``.
 """
 from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
 
-from . import _normalizers as nz
-from ._geometry import projective_index
+from ... import _normalizers as nz
+from ..._dtypes import compute_dtype
+from ..._geometry import projective_index
+from .sampled import sampled_bwd, sampled_fwd  # noqa: F401  (the protocol's sampled family)
 
 NAME = "lean"
+FAMILIES = ("window", "sampled")
 
 
 def can_run(*tensors, automatic: bool = False) -> str | None:
     return None  # pure PyTorch: runs wherever PyTorch does
-
-
-def compute_dtype(dtype):
-    return torch.float32 if dtype in (torch.float16, torch.bfloat16) else dtype
 
 
 class _Window:
@@ -183,8 +183,8 @@ def similarity_bwd(grad, q, k, kernel_size, border):
     cd = compute_dtype(q.dtype)
     gc, qc, kc = _to(cd, grad, q, k)
     win = _Window(k.shape[2], k.shape[3], q.shape[-2:], kernel_size, q.device)
-    if border == "valid":
-        gc = gc * win.inside_all()
+    if border == "valid":  # the -inf scores outside the map are constants
+        gc = torch.where(win.inside_all(), gc, 0.0)
     gq, gk = _similarity_bwd(gc, qc, kc, win)
     return gq.to(q.dtype), gk.to(k.dtype)
 
