@@ -39,6 +39,7 @@ from torch.utils.flop_counter import FlopCounterMode
 from tqdm.auto import tqdm
 
 from ..errors import UsageError, usage_message
+from ..ops import dispatch
 from ..tasks import get_task, list_tasks
 from ..tasks.base import PRESET_KEYS, Task
 from . import distributed as D
@@ -228,7 +229,9 @@ def _command() -> str:
 # ---- one comparison ------------------------------------------------------------------------------
 
 class _SapaBackends(TorchDispatchMode):
-    """Records the ``backend`` argument of every ``torch.ops.sapa.*`` call it sees."""
+    """Records which backend runs every ``torch.ops.sapa.*`` call it sees: the op's
+    ``backend`` argument, or for ``"auto"`` what ``sapa.ops.dispatch`` chooses for the op's
+    tensors (as the op itself does when it runs)."""
 
     def __init__(self):
         super().__init__()
@@ -238,17 +241,23 @@ class _SapaBackends(TorchDispatchMode):
         kwargs = kwargs or {}
         if func.namespace == "sapa":
             names = [a.name for a in func._schema.arguments]
-            if "backend" in kwargs:
-                self.names.add(str(kwargs["backend"]))
-            elif "backend" in names and names.index("backend") < len(args):
-                self.names.add(str(args[names.index("backend")]))
+            backend = kwargs.get("backend")
+            if backend is None and "backend" in names and names.index("backend") < len(args):
+                backend = args[names.index("backend")]
+            if backend == dispatch.AUTO:
+                tensors = [a for a in (*args, *kwargs.values()) if isinstance(a, torch.Tensor)]
+                family = "sampled" if func._schema.name.split("::")[-1].startswith("sampled") \
+                    else "window"
+                backend = dispatch.choose_backend(*tensors, family=family).NAME
+            if backend is not None:
+                self.names.add(str(backend))
         return func(*args, **kwargs)
 
 
 def profile_forward(model: torch.nn.Module, example) -> tuple[int, str | None]:
     """``(flops, backend)`` of ``model(example)`` in eval mode: FLOPs from
     ``torch.utils.flop_counter`` (2 per multiply-add) and the op backends that ran
-    ``torch.ops.sapa.*`` (``"cpu"``, ``"lean"``, ``"triton"``, several joined by ``+``; ``None``
+    ``torch.ops.sapa.*`` (``"numba"``, ``"lean"``, ``"triton"``, several joined by ``+``; ``None``
     when the model calls none: a run's numbers depend on it only through those ops)."""
     was_training = model.training
     model.eval()
