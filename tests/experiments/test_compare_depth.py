@@ -14,9 +14,9 @@ import time
 
 import pytest
 import torch
+from nyu_layout import write_nyu_layout
 from PIL import Image
 
-from nyu_layout import write_nyu_layout
 from sapa.experiments import compare
 from sapa.experiments import distributed as D
 from sapa.experiments.trainer import evaluate

@@ -110,6 +110,7 @@ def test_resume_refuses_other_settings_and_adds_new_runs(tmp_path, capsys, one_t
 
 def test_resume_refuses_another_task(tmp_path, capsys, one_thread):
     import fake_task
+
     from sapa.tasks import register_task, unregister_task
 
     out = str(tmp_path / "o")

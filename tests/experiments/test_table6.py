@@ -65,6 +65,7 @@ def test_preset_runs_the_grid():
 
 def test_preset_belongs_to_segmentation():
     import fake_task
+
     from sapa.errors import UsageError
     from sapa.tasks import register_task, unregister_task
 

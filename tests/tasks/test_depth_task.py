@@ -4,8 +4,8 @@ import os
 
 import pytest
 import torch
-
 from nyu_layout import write_nyu_layout
+
 from sapa.errors import UsageError
 from sapa.tasks import available_tasks, get_task
 from sapa.tasks.base import Meter, Task, check_task
