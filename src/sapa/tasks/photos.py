@@ -26,6 +26,18 @@ def need_experiments_extra() -> ImportError:
                        "pip install 'sapa[experiments]'")
 
 
+def check_generate_args(split: str, count: int, size: int, seed: int, *,
+                        count_name: str = "num_samples", min_size: int = 16) -> None:
+    """The arguments every generated set's ``generate`` takes: ``split`` one of ``SPLITS``,
+    ``count`` (called ``count_name``) an int >= 1, ``size`` an int >= ``min_size``, ``seed`` an
+    int >= 0; ``ValueError`` naming the argument otherwise."""
+    if split not in SPLITS:
+        raise ValueError(f"split must be one of {list(SPLITS)}, got {split!r}")
+    for name, val, low in ((count_name, count, 1), ("size", size, min_size), ("seed", seed, 0)):
+        if isinstance(val, bool) or not isinstance(val, int) or val < low:
+            raise ValueError(f"{name} must be an int >= {low}, got {val!r}")
+
+
 @functools.cache
 def load_photo(name: str) -> np.ndarray:
     """The photograph ``name`` as ``H x W x 3`` float32 in [0, 1] (grey ones as RGB).

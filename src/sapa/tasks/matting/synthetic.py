@@ -36,7 +36,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from ..photos import SPLITS, load_photo, random_crop, split_rows
+from ..photos import SPLITS, check_generate_args, load_photo, random_crop, split_rows
 
 FG_PHOTOS = ("astronaut", "coffee", "chelsea", "immunohistochemistry", "sklearn:flower.jpg")
 BG_PHOTOS = ("rocket", "sklearn:china.jpg", "brick", "grass", "gravel", "camera", "hubble_deep_field")
@@ -179,19 +179,12 @@ def composite(alpha: torch.Tensor, fg: torch.Tensor, bg: torch.Tensor) -> torch.
     return alpha * fg + (1 - alpha) * bg
 
 
-def _check(split, num_samples, size, seed):
-    if split not in SPLITS:
-        raise ValueError(f"split must be one of {list(SPLITS)}, got {split!r}")
-    for name, val, low in (("num_samples", num_samples, 1), ("size", size, 16), ("seed", seed, 0)):
-        if isinstance(val, bool) or not isinstance(val, int) or val < low:
-            raise ValueError(f"{name} must be an int >= {low}, got {val!r}")
-
 
 def generate(split: str, num_samples: int, size: int = 64, seed: int = 0) -> dict:
     """``num_samples`` samples of ``split`` as uint8 tensors: ``"fg"``, ``"bg"``
     ``N x 3 x S x S``; ``"alpha"``, ``"trimap"`` ``N x 1 x S x S``. Deterministic; sample ``i``
     does not depend on ``num_samples``."""
-    _check(split, num_samples, size, seed)
+    check_generate_args(split, num_samples, size, seed)
     children = np.random.SeedSequence([seed, SPLITS.index(split), 7]).spawn(num_samples)
     out = {"fg": np.empty((num_samples, 3, size, size), np.uint8),
            "bg": np.empty((num_samples, 3, size, size), np.uint8),
