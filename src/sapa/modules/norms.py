@@ -86,9 +86,12 @@ def project_normalized(x: torch.Tensor, norm: nn.Module, projections) -> list[to
     through ``_LayerNormProject`` (the norm's affine folded into the projection), the same
     values and gradients as ``p(norm(x))`` with no channels-last copies and no ``C``-channel
     map kept for the backward; otherwise, and under autocast (whose policy for the two ops
-    then applies unchanged), it is ``p(norm(x))`` as written.
+    then applies unchanged), it is ``p(norm(x))`` as written. Under ``torch.compile`` too: the
+    compiler fuses ``p(norm(x))`` itself, and Dynamo cannot trace the autograd function when it
+    makes the norm's ``eps`` a symbolic float (dynamic shapes).
     """
     lean = (type(norm) is ChannelLayerNorm and torch.is_grad_enabled()
+            and not torch.compiler.is_compiling()
             and not torch.is_autocast_enabled(x.device.type) and x.dim() == 4
             and all(isinstance(p, nn.Conv2d) and p.kernel_size == (1, 1) and p.groups == 1
                     for p in projections))
