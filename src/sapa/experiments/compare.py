@@ -311,7 +311,8 @@ def run(settings: dict, ctx: D.DistContext) -> list[dict]:
         torch.manual_seed(seed)
         model = task.build_model(config, upsampler, train_set)
         final = train_run(task, model, train_set, val_set, config, train_cfg, ctx, seed=seed,
-                          ckpt_path=ckpt_path, checkpoint=ckpt, desc=f"{upsampler} s{seed}")
+                          ckpt_path=ckpt_path, checkpoint=ckpt, desc=f"{upsampler} s{seed}",
+                          run={"upsampler": upsampler, "config": config})
         if ctx.is_main:
             model.load_state_dict(final["model"])
             rows.append(_row(task, upsampler, seed, final, model,

@@ -146,7 +146,7 @@ def format_metric(task: Task, metrics: dict, key: str | None = None) -> str:
 
 def train_run(task: Task, model: nn.Module, train_set, val_set, config: dict, cfg: TrainConfig,
               ctx: D.DistContext, *, seed: int, ckpt_path: str, checkpoint: dict | None = None,
-              desc: str = "") -> dict:
+              desc: str = "", run: dict | None = None) -> dict:
     """Train ``model`` (already seeded and built identically on every process) with
     ``task.loss`` and evaluate it with ``task``'s meter.
 
@@ -155,6 +155,10 @@ def train_run(task: Task, model: nn.Module, train_set, val_set, config: dict, cf
         checkpoint: a state saved by an interrupted call (``None``: start afresh).
         ckpt_path: where rank 0 saves the checkpoint every ``cfg.ckpt_every`` steps and at
             the end (atomically).
+        run: what identifies the run, stored in every checkpoint as ``"run"`` so that the model
+            can be rebuilt from the checkpoint alone (``sapa compare`` stores the upsampler
+            spec and the run configuration: ``{"upsampler", "config"}``; ``sapa export``
+            reads them).
 
     Returns:
         the final checkpoint dict: ``"metrics"`` (of ``evaluate``), ``"train_s"``,
@@ -182,6 +186,8 @@ def train_run(task: Task, model: nn.Module, train_set, val_set, config: dict, cf
         s = {"iter": t, "model": model.state_dict(), "optimizer": opt.state_dict(),
              "scheduler": sched.state_dict(), "train_s": train_s, "curves": curves,
              "rng": _rng_state(), "config": cfg.to_dict(), "seed": seed}
+        if run is not None:
+            s["run"] = run
         if metrics is not None:
             s["metrics"] = metrics
         return s

@@ -25,9 +25,52 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from ..ops import _checks
+from ..ops.dispatch import exporting_onnx
 from ..ops.functional import local_assemble
 from ._inputs import check_backend, check_guided, positive_int
 from .factory import register_upsampler
+
+
+def _pooling_matrix(size: int, out: int, like: torch.Tensor) -> torch.Tensor:
+    """``out x size``: row ``i`` averages ``[floor(i size / out), ceil((i + 1) size / out))``,
+    the cells of ``F.adaptive_avg_pool2d``."""
+    i = torch.arange(out, device=like.device)[:, None]
+    j = torch.arange(size, device=like.device)[None, :]
+    inside = (j >= i * size // out) & (j < ((i + 1) * size + out - 1) // out)
+    inside = inside.to(like.dtype)
+    return inside / inside.sum(1, keepdim=True)
+
+
+def _adaptive_avg_pool_matmul(x: torch.Tensor, out: int) -> torch.Tensor:
+    """``F.adaptive_avg_pool2d(x, out)`` as two products with pooling matrices, for ONNX: it
+    has no adaptive pooling, and the exporter's translation fixes the cells to the traced
+    size when ``out`` does not divide it."""
+    rows = _pooling_matrix(x.shape[2], out, x)
+    cols = _pooling_matrix(x.shape[3], out, x)
+    return torch.einsum("ih,bchw,jw->bcij", rows, x, cols)
+
+
+def _per_sample_filter_taps(guide: torch.Tensor, f: torch.Tensor, padding: int) -> torch.Tensor:
+    """``f[b] *_2 guide[b, c]`` (stride-2 correlation, zero padding) summed one filter tap at a
+    time: ``B x Cg x H x W`` guide, ``B x 1 x k x k`` filters -> ``B x Cg x H_out x W_out``.
+
+    The same sum as the grouped convolution in ``A2U._filter``, for ONNX: its ``Conv`` takes the
+    group count (here the batch size) as a fixed attribute, so the grouped form would fix the
+    batch of an exported model. No ``k^2``-fold intermediate: one strided slice per tap. It is
+    as fast as the grouped convolution forward but twice as slow backward, hence only used in
+    export.
+    """
+    k = f.shape[-1]
+    g = F.pad(guide, (padding,) * 4)
+    h_out = (guide.shape[2] + 2 * padding - k) // 2 + 1
+    w_out = (guide.shape[3] + 2 * padding - k) // 2 + 1
+    out = None
+    for i in range(k):
+        for j in range(k):
+            tap = g[:, :, i : i + 2 * h_out - 1 : 2, j : j + 2 * w_out - 1 : 2]
+            tap = tap * f[:, :, i, j, None, None]
+            out = tap if out is None else out + tap
+    return out
 
 
 class A2U(nn.Module):
@@ -53,6 +96,9 @@ class A2U(nn.Module):
             32 whenever ``Cg`` is a multiple of 32.
         backend: forwarded to ``sapa.local_assemble`` (``None``: automatic).
     """
+
+    # the guide must be exactly this many times x's size (see sapa.deploy.upsampler_axes)
+    guide_scale = 2
 
     def __init__(self, in_channels: int, guide_channels: int | None = None, *,
                  kernel_size: int = 3, encode_kernel_size: int = 6, num_groups: int | None = None,
@@ -95,11 +141,15 @@ class A2U(nn.Module):
         """``LReLU(GN(f *_2 guide_c))`` for every channel with one dynamic ``k x k`` filter
         ``f = proj(pool_k(guide))`` per sample: ``B x Cg x H x W``."""
         k = self.encode_kernel_size
-        f = proj(F.adaptive_avg_pool2d(guide, k))  # B x 1 x k x k
-        # channels as the batch and samples as groups: every sample meets its own filter
-        out = F.conv2d(guide.transpose(0, 1), f, stride=2, padding=(k - 1) // 2,
-                       groups=guide.shape[0])
-        return F.leaky_relu(norm(out.transpose(0, 1)), 0.01)
+        if exporting_onnx():
+            f = proj(_adaptive_avg_pool_matmul(guide, k))  # B x 1 x k x k
+            out = _per_sample_filter_taps(guide, f, (k - 1) // 2)
+        else:
+            f = proj(F.adaptive_avg_pool2d(guide, k))
+            # channels as the batch and samples as groups: every sample meets its own filter
+            out = F.conv2d(guide.transpose(0, 1), f, stride=2, padding=(k - 1) // 2,
+                           groups=guide.shape[0]).transpose(0, 1)
+        return F.leaky_relu(norm(out), 0.01)
 
     def _kernels(self, guide):
         affinity = (self._filter(guide, self.proj_u, self.norm_u)

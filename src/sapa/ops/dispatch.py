@@ -75,6 +75,11 @@ def canonical_backend(backend, family: str = "window") -> str:
     return name
 
 
+def exporting_onnx() -> bool:
+    """Whether ``torch.onnx.export`` is tracing the ops now (either exporter)."""
+    return torch.onnx.is_in_onnx_export()
+
+
 def _debug(msg, *args):
     # dynamo cannot trace logging calls; the choice is logged when running eagerly
     if not torch.compiler.is_compiling():
