@@ -12,7 +12,7 @@ import torch.nn as nn
 import sapa
 import sapa.models
 from sapa.modules import is_guided
-from sapa.ops import _onnx, local_assemble, local_similarity, sampled_attention, sapa_attention
+from sapa.ops import local_assemble, local_similarity, sampled_attention, sapa_attention
 
 pytest.importorskip("onnxruntime", reason="needs onnxruntime: pip install 'sapa[export]'")
 pytest.importorskip("onnxscript", reason="needs onnxscript: pip install 'sapa[export]'")
@@ -87,13 +87,13 @@ class AttentionAndSampled(nn.Module):
 
 def test_exported_program_decomposes_to_onnx():
     """A program made by ``torch.export`` (custom ops in it) exports once decomposed with
-    ``sapa.ops._onnx.decompositions()``; every op's decomposition is checked eagerly in
+    ``sapa.ops.onnx_decompositions()``; every op's decomposition is checked eagerly in
     tests/ops/test_onnx_formulation.py."""
     model = AttentionAndSampled().eval()
     args = op_inputs(2, 4, 5, 9, 11)
     program = torch.export.export(model, args)
     assert "sapa.attention.default" in {str(n.target) for n in program.graph.nodes}
-    program = program.run_decompositions(_onnx.decompositions())
+    program = program.run_decompositions(sapa.ops.onnx_decompositions())
     onnx_program = torch.onnx.export(program, dynamo=True)
     assert deploy.check_onnx(model, onnx_program.model_proto, args).ok
 
