@@ -64,8 +64,11 @@ def make_step(method: str, b: int, c: int, d: int, h: int, w: int, out_h: int, o
 
 
 def sapa_methods() -> dict[str, str | None]:
-    """``{backend: None if it can run float32 CPU tensors here, else why not}``."""
-    from sapa.ops import list_backends
+    """``{backend: None if it can run float32 CPU tensors here, else why not}``: its
+    ``can_run`` and then one tiny call (``can_run`` does not import the numba kernels, so a
+    missing numba only shows at the first launch)."""
+    from sapa.ops import list_backends, local_similarity
+    from sapa.ops.backends import BackendUnavailable
     from sapa.ops.dispatch import load_backend
 
     probe = torch.zeros(1, 1, 2, 2)
@@ -74,6 +77,11 @@ def sapa_methods() -> dict[str, str | None]:
         if name in NOT_MEASURED_HERE:
             continue
         found[name] = load_backend(name).can_run(probe, probe, probe)
+        if found[name] is None:
+            try:
+                local_similarity(probe, probe, 3, backend=name)
+            except BackendUnavailable as err:
+                found[name] = str(err)
     return found
 
 

@@ -7,6 +7,7 @@ to ``sapa.ops.dispatch.BACKENDS`` is therefore tested by this suite without edit
 """
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 
@@ -71,3 +72,37 @@ def require_backend():
             pytest.skip(f"backend {name!r} cannot run these inputs here: {reason}")
 
     return check
+
+
+@pytest.fixture
+def matting_layout(tmp_path):
+    """A tiny Adobe Deep Image Matting / Composition-1k folder (``Combined_Dataset``): 3 training
+    foregrounds of different sizes with alphas, 4 backgrounds (one grey, one small), and 2 test
+    foregrounds composited over 2 backgrounds each (``merged/<fg>_<k>.png``), their trimaps and
+    alphas. Returns the root."""
+    from PIL import Image
+
+    from sapa.tasks.matting.synthetic import make_sample
+
+    rng = np.random.default_rng(0)
+    root = tmp_path / "Combined_Dataset"
+    for sub in ("Training_set/fg", "Training_set/alpha", "Training_set/bg", "Test_set/merged",
+                "Test_set/trimaps", "Test_set/alpha"):
+        (root / sub).mkdir(parents=True)
+    for i, size in enumerate((48, 64, 80)):
+        s = make_sample(rng, size, "train")
+        Image.fromarray(s["fg"]).save(root / "Training_set/fg" / f"fg{i}.jpg", quality=95)
+        Image.fromarray(s["alpha"]).save(root / "Training_set/alpha" / f"fg{i}.jpg", quality=95)
+    for i, size in enumerate((96, 40, 72, 64)):
+        bg = rng.integers(0, 256, (size, size + 8, 3), dtype=np.uint8)
+        Image.fromarray(bg[..., 0] if i == 3 else bg).save(root / "Training_set/bg" / f"bg{i}.jpg")
+    for name, size in (("cat-1_1920", 48), ("hair_2", 40)):
+        s = make_sample(rng, size, "val")
+        Image.fromarray(s["alpha"]).save(root / "Test_set/alpha" / f"{name}.png")
+        for k in range(2):
+            bg = rng.integers(0, 256, (size, size, 3)).astype(np.float64)
+            a = s["alpha"][..., None] / 255.0
+            merged = np.round(a * s["fg"] + (1 - a) * bg).astype(np.uint8)
+            Image.fromarray(merged).save(root / "Test_set/merged" / f"{name}_{k}.png")
+            Image.fromarray(s["trimap"]).save(root / "Test_set/trimaps" / f"{name}_{k}.png")
+    return root

@@ -23,3 +23,15 @@ def check_installed(*packages: str, needed_for: str, extra: str) -> None:
         raise UsageError(f"{needed_for} needs {', '.join(missing)}, which "
                          f"{'is' if len(missing) == 1 else 'are'} not installed: "
                          f"pip install 'sapa[{extra}]'")
+
+
+def usage_message(exc: UsageError) -> str:
+    """The one-line message of ``exc``. A ``UsageError`` raised in a ``DataLoader`` worker
+    process comes back re-raised by PyTorch with the message ``"Caught UsageError in DataLoader
+    worker process N.\\nOriginal Traceback (most recent call last): ..."``; this returns the
+    original message from its last line."""
+    text = str(exc)
+    marker = f"{type(exc).__module__}.{type(exc).__qualname__}: "
+    if text.startswith("Caught ") and "Original Traceback" in text and marker in text:
+        text = text.rsplit(marker, 1)[1]
+    return " ".join(text.strip().split("\n"))

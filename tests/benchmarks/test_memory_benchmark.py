@@ -2,7 +2,11 @@
 + backward, in a fresh process, stays well below the reference's (the goal is a third)."""
 from __future__ import annotations
 
+import json
 import os
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 
@@ -22,3 +26,16 @@ def test_lean_peak_memory_is_a_fraction_of_the_reference(load_benchmark):
     # measured 6.0 vs 54.9 MiB (0.109) on the development machine (docs/benchmarks.md); goal 1/3
     assert lean <= memory.GOAL_LEAN_OVER_REFERENCE * reference, (
         f"lean {lean / MiB:.1f} MiB vs reference {reference / MiB:.1f} MiB")
+
+
+def test_a_backend_that_cannot_launch_is_reported_not_measured():
+    # numba made unimportable in a fresh process: the backend's can_run does not import it, so
+    # only the probe call can tell that the numba row cannot be measured
+    benchmarks = Path(__file__).resolve().parents[2] / "benchmarks"
+    code = ("import json, sys; sys.modules['numba'] = None; sys.path.insert(0, {d!r}); "
+            "import memory; print(json.dumps(memory.sapa_methods()))").format(d=str(benchmarks))
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=120, check=True)
+    found = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert found["reference"] is None and found["lean"] is None
+    assert "numba cannot be imported" in found["numba"]

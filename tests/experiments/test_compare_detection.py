@@ -54,7 +54,8 @@ def test_quick_pipeline_writes_rows_table_and_figures(tmp_path, one_thread):
     for row in data["rows"]:
         assert row["task"] == "detection"
         for k in STATS:
-            assert isinstance(row[k], float) and (0 <= row[k] <= 1 or row[k] != row[k]), k
+            # None: undefined on these images (an area range without objects)
+            assert row[k] is None or (isinstance(row[k], float) and 0 <= row[k] <= 1), k
         assert set(row["ap_per_category"]) == {"disc", "box", "triangle", "horse", "star"}
         assert row["params"] > 0 and row["flops"] > 0 and row["iters"] == 2
     # the upsampler is the only difference: SAPA-B adds its parameters

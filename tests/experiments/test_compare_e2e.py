@@ -13,7 +13,8 @@ import pytest
 from PIL import Image
 
 ROW_KEYS = {"task", "upsampler", "seed", "miou", "biou", "acc", "params", "flops", "train_s",
-            "iters", "world_size", "device", "iou_per_class", "checkpoint"}
+            "iters", "world_size", "device", "threads", "torch", "backend", "iou_per_class",
+            "checkpoint"}
 
 
 def _run_cli(*argv, timeout=300):

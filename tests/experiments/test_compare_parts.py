@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from sapa.errors import UsageError
-from sapa.experiments import compare, results
+from sapa.experiments import compare, files, results, stats
 from sapa.experiments import distributed as D
 from sapa.experiments.trainer import StreamBatchSampler, TrainConfig, lr_factor, train_run
 from sapa.models import SegNet
@@ -21,9 +21,9 @@ PCT = (Column("miou", "mIoU (%)", 100.0, 2), Column("biou", "boundary IoU (%)", 
 
 def test_atomic_write_leaves_the_old_file_on_failure_and_no_temporaries(tmp_path):
     path = str(tmp_path / "results.json")
-    results.atomic_write_json(path, {"rows": [1]})
+    files.atomic_write_json(path, {"rows": [1]})
     with pytest.raises(TypeError):
-        results.atomic_write_json(path, {"rows": [object()]})  # not serialisable
+        files.atomic_write_json(path, {"rows": [object()]})  # not serialisable
     with open(path) as f:
         assert json.load(f) == {"rows": [1]}
     assert os.listdir(tmp_path) == ["results.json"]
@@ -36,7 +36,10 @@ def test_load_results_rejects_other_json(tmp_path):
     path = tmp_path / "results.json"
     assert results.load_results(str(path)) is None
     path.write_text('{"table": []}')
-    with pytest.raises(ValueError, match="rows"):
+    with pytest.raises(UsageError, match="rows"):
+        results.load_results(str(path))
+    path.write_text('{"rows": [\n  {"upsampler": "a",}\n]}')
+    with pytest.raises(UsageError, match=r"results.json, line 2 column 21: not valid JSON"):
         results.load_results(str(path))
 
 
@@ -47,13 +50,12 @@ def _row(u, seed, miou, biou=0.1, train_s=10.0):
 
 def test_summary_mean_and_sample_std_over_seeds():
     rows = [_row("a", 0, 0.2), _row("b", 0, 0.5), _row("a", 1, 0.4), _row("a", 2, 0.6)]
-    s = results.summarize(rows, ["miou", "biou"], order=["b", "a"])
-    assert [x["upsampler"] for x in s] == ["b", "a"]
-    a = s[1]
-    assert a["n"] == 3 and a["miou"] == pytest.approx(0.4)
-    assert a["miou_std"] == pytest.approx(0.2)  # sample std of 0.2, 0.4, 0.6
-    assert s[0]["miou_std"] == 0.0  # one seed
-    assert a["train_s"] == 10.0
+    s = stats.summarize(rows, ["miou", "biou"], order=["b", "a"])["upsamplers"]
+    assert list(s) == ["b", "a"]
+    a = s["a"]["miou"]
+    assert a["n"] == 3 and a["mean"] == pytest.approx(0.4)
+    assert a["std"] == pytest.approx(0.2)  # sample std of 0.2, 0.4, 0.6
+    assert s["b"]["miou"]["std"] == 0.0  # one seed
     table = results.markdown_table(rows, PCT, order=["a", "b"])
     assert table.splitlines()[0] == ("| upsampler | seeds | mIoU (%) | boundary IoU (%) | params "
                                      "| GFLOPs | train s / run |")
@@ -65,13 +67,11 @@ def test_summary_mean_and_sample_std_over_seeds():
 
 def test_table_marks_the_best_mean_in_each_columns_direction_and_escapes_pipes():
     cols = (Column("err", "err", digits=1, lower_is_better=True), Column("acc", "acc", digits=1))
-    rows = [{"upsampler": "x:a=1|2", "err": 1.0, "acc": 0.5, "params": 1, "flops": 0, "train_s": 1},
-            {"upsampler": "y", "err": 2.0, "acc": 0.7, "params": 1, "flops": 0, "train_s": 1},
-            {"upsampler": "z", "err": float("nan"), "acc": 0.6, "params": 1, "flops": 0, "train_s": 1}]
+    rows = [{"upsampler": "x:a=1|2", "seed": 0, "err": 1.0, "acc": 0.5, "params": 1, "flops": 0, "train_s": 1},
+            {"upsampler": "y", "seed": 0, "err": 2.0, "acc": 0.7, "params": 1, "flops": 0, "train_s": 1}]
     lines = results.markdown_table(rows, cols).splitlines()
     assert lines[2].startswith("| x:a=1\\|2 | 1 | **1.0** ± 0.0 | 0.5 ± 0.0 |")
     assert lines[3].startswith("| y | 1 | 2.0 ± 0.0 | **0.7** ± 0.0 |")
-    assert lines[4].startswith("| z | 1 | — | 0.6 ± 0.0 |")
     one = results.markdown_table(rows[1:2], cols)
     assert "**" not in one  # nothing to compare with
 
@@ -168,8 +168,9 @@ def test_presets_and_explicit_arguments():
     assert s["upsamplers"] == ["bilinear", "sapa-b"] and s["seeds"] == [0]
     assert s["train"].iters == 7 and s["config"]["num_train"] == 256
     d = compare.resolve(_args())
-    assert d["upsamplers"] == ["bilinear", "carafe", "sapa-b", "sapa-g"]
-    assert d["seeds"] == [0, 1, 2] and d["config"]["widths"] == [16, 32, 64, 128]
+    assert d["upsamplers"] == ["bilinear", "sapa-b", "sapa-g"] and d["baseline"] == "bilinear"
+    assert d["seeds"] == [0, 1, 2, 3, 4] and d["config"]["widths"] == [16, 32, 64, 128]
+    assert d["train"].iters == 500
     assert d["config"]["lr"] == 2e-3 and d["config"]["eval_batch_size"] == 16
     assert d["config"]["data"] == "synthetic" and d["config"]["image_size"] == 64
 
@@ -200,6 +201,7 @@ def test_folder_data_defaults(tmp_path):
     ({"iters": 0}, "--iters"),
     ({"lr": -1}, "--lr"),
     ({"threads": 0}, "--threads"),
+    ({"baseline": "carafe"}, "--baseline 'carafe' is not one of --upsamplers"),
     ({"channels": 0}, "--channels"),
 ])
 def test_bad_arguments_fail_before_any_work(kw, match, tmp_path, capsys):

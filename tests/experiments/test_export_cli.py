@@ -34,30 +34,21 @@ def test_export_an_upsampler(tmp_path, capsys):
     assert text.count(", within rtol=0.0001, atol=1e-05") == 2
 
 
-def _tiny_run(tmp_path, record_run=True):
-    """A SegNet checkpoint laid out as sapa compare writes it (untrained weights)."""
+def _tiny_run(tmp_path, capsys):
+    """A checkpoint written by ``sapa compare`` itself: one training step of a small SegNet."""
     out = tmp_path / "cmp"
-    args = compare.parse_args(["--quick", "--image-size", "16", "--num-train", "2",
-                               "--num-val", "2", "--widths", "4,8", "--upsamplers", SPEC,
-                               "--out", str(out)])
-    settings = compare.resolve(args)
-    task, config = settings["task"], settings["config"]
-    torch.manual_seed(3)
-    model = task.build_model(config, SPEC, task.build_datasets(config)[0])
-    with torch.no_grad():  # weights other than a fresh model's
-        for p in model.parameters():
-            p.add_(0.01 * torch.randn_like(p))
-    ckpt = out / "runs" / "run0" / "checkpoint.pt"
-    ckpt.parent.mkdir(parents=True)
-    state = {"model": model.state_dict(), "seed": 0, "iter": 1}
-    if record_run:
-        state["run"] = {"upsampler": SPEC, "config": config}
-    torch.save(state, ckpt)
-    return ckpt, config, model
+    argv = ["compare", "--quick", "--image-size", "16", "--num-train", "2", "--num-val", "2",
+            "--widths", "4,8", "--iters", "1", "--eval-every", "1", "--no-figures",
+            "--upsamplers", SPEC, "--seeds", "0", "--threads", "1", "--out", str(out)]
+    assert cli_main(argv) == 0
+    capsys.readouterr()
+    (ckpt,) = (out / "runs").glob("*/checkpoint.pt")
+    settings = compare.resolve(compare.parse_args(argv[1:]))
+    return ckpt, settings["config"]
 
 
 def test_export_a_checkpoint(tmp_path, capsys):
-    ckpt, _, _ = _tiny_run(tmp_path)
+    ckpt, _ = _tiny_run(tmp_path, capsys)
     out = tmp_path / "model.onnx"
     assert cli_main(["export", "--checkpoint", str(ckpt), "--out", str(out)]) == 0
     text = capsys.readouterr().out
@@ -68,21 +59,31 @@ def test_export_a_checkpoint(tmp_path, capsys):
     assert os.path.getsize(out) > 0
 
 
-def test_checkpoint_without_its_run_is_found_in_results_json(tmp_path):
-    ckpt, config, model = _tiny_run(tmp_path, record_run=False)
+def test_checkpoint_of_an_earlier_version_is_found_in_results_json(tmp_path, capsys):
+    """Checkpoints written before they recorded ``upsampler`` and ``run_config``: the row of the
+    comparison's results.json that names the checkpoint says what to build."""
+    ckpt, config = _tiny_run(tmp_path, capsys)
+    state = torch.load(ckpt, weights_only=False)
+    trained = state["model"]
+    for key in ("upsampler", "run_config"):
+        del state[key]
+    torch.save(state, ckpt)
     results = ckpt.parent.parent.parent / "results.json"
-    with pytest.raises(UsageError, match="no results.json|records no run"):
+    data = json.loads(results.read_text())
+    (row,) = data["rows"]
+    assert row["checkpoint"] == os.path.relpath(ckpt, results.parent)
+    results.unlink()
+    with pytest.raises(UsageError, match="records no run configuration .* no .*results.json"):
         load_checkpoint_run(str(ckpt))
-    row = {"upsampler": SPEC, "seed": 0, "checkpoint": os.path.join("runs", "run0",
-                                                                     "checkpoint.pt")}
-    results.write_text(json.dumps({"config": config, "rows": [dict(row, checkpoint="other")]}))
+    results.write_text(json.dumps({**data, "rows": [dict(row, checkpoint="other")]}))
     with pytest.raises(UsageError, match="no row of .* names the checkpoint"):
         load_checkpoint_run(str(ckpt))
-    results.write_text(json.dumps({"config": config, "rows": [row]}))
+    results.write_text(json.dumps(data))
     run = load_checkpoint_run(str(ckpt))
     assert (run.task.name, run.upsampler, run.seed) == ("segmentation", SPEC, 0)
+    assert run.config["widths"] == config["widths"]
     assert not run.model.training
-    for name, t in model.state_dict().items():
+    for name, t in trained.items():
         assert torch.equal(run.model.state_dict()[name], t), name
 
 
@@ -91,10 +92,10 @@ def test_bad_checkpoints(tmp_path):
         load_checkpoint_run(str(tmp_path / "none.pt"))
     bad = tmp_path / "bad.pt"
     bad.write_text("not a checkpoint")
-    with pytest.raises(UsageError, match="cannot read"):
+    with pytest.raises(UsageError, match="bad.pt cannot be read"):
         load_checkpoint_run(str(bad))
-    torch.save({"weights": 1}, bad)
-    with pytest.raises(UsageError, match="no 'model' state dict"):
+    torch.save({"model": {}}, bad)
+    with pytest.raises(UsageError, match="not a sapa compare checkpoint .no iter, optimizer"):
         load_checkpoint_run(str(bad))
 
 

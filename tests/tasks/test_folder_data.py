@@ -6,6 +6,7 @@ import pytest
 import torch
 from PIL import Image
 
+from sapa.errors import UsageError
 from sapa.tasks.segmentation import FolderSegmentation, detect_layout
 
 
@@ -105,3 +106,78 @@ def test_max_samples_and_missing_files(ade, voc):
         FolderSegmentation(str(ade), "test", 32)
     with pytest.raises(ValueError, match="crop_size"):
         FolderSegmentation(str(ade), "train", 8)
+
+
+# ---- bad data is named before training, or when it is read (issue 16, item 3) ------------------
+
+def _voc_root(voc):
+    return voc / "VOCdevkit" / "VOC2012"
+
+
+def test_out_of_range_voc_labels_name_the_file(voc):
+    bad = _voc_root(voc) / "SegmentationClass" / "2007_000003.png"  # the val image
+    lab = np.zeros((30, 50), dtype=np.uint8)
+    lab[5:10, 5:10] = 253
+    lab[0, 0] = 21
+    _png(str(bad), lab, palette=True)
+    with pytest.raises(UsageError, match=rf"{bad}: label values 21, 253 are not classes of the "
+                                         r"Pascal VOC layout \(expected 0..20 or 255 \(ignored\)\)"):
+        FolderSegmentation(str(voc), "val", 32)  # validation labels are checked up front
+
+
+def test_out_of_range_training_labels_name_the_file_when_read(ade):
+    bad = ade / "ADEChallengeData2016" / "annotations" / "training" / "ADE_training_1.png"
+    lab = np.full((40, 60), 200, dtype=np.uint8)
+    _png(str(bad), lab)
+    ds = FolderSegmentation(str(ade), "train", 32)  # training labels: read with their sample
+    ds[0]
+    with pytest.raises(UsageError, match=rf"{bad}: label values 200 are not classes of the "
+                                         r"ADE20K layout \(expected 0..150\)"):
+        ds[1]
+
+
+def test_a_validation_split_without_labelled_pixels_is_refused(voc):
+    lab = np.full((30, 50), 255, dtype=np.uint8)
+    _png(str(_voc_root(voc) / "SegmentationClass" / "2007_000003.png"), lab, palette=True)
+    with pytest.raises(UsageError, match=r"every pixel of the 1 val label\(s\) under .* is ignored "
+                                         r"\(255\): there is nothing to evaluate"):
+        FolderSegmentation(str(voc), "val", 32)
+
+
+def test_unreadable_and_mismatched_files_are_named_before_training(voc):
+    root = _voc_root(voc)
+    img = root / "JPEGImages" / "2007_000001.jpg"
+    img.write_bytes(b"not a jpeg at all")
+    with pytest.raises(UsageError, match=rf"{img}: cannot read this image \(cannot identify"):
+        FolderSegmentation(str(voc), "train", 32)
+    _jpg(str(img), 31, 50, 0)  # one row more than its label
+    with pytest.raises(UsageError, match=rf"{img} is 50x31 \(width x height\) but its label "
+                                         rf"{root / 'SegmentationClass' / '2007_000001.png'} is 50x30"):
+        FolderSegmentation(str(voc), "train", 32)
+
+
+def test_a_truncated_image_is_named_when_read(voc):
+    img = _voc_root(voc) / "JPEGImages" / "2007_000002.jpg"
+    _jpg(str(img), 30, 50, 1)
+    data = img.read_bytes()
+    img.write_bytes(data[: len(data) // 2])  # the header is intact: the check up front passes
+    ds = FolderSegmentation(str(voc), "train", 32)
+    with pytest.raises(UsageError, match=rf"{img}: cannot read this image \(image file is truncated"):
+        ds[1]
+
+
+def test_sapa_compare_names_a_bad_label_in_one_line(voc, tmp_path, capsys):
+    from sapa.experiments import compare
+
+    lab = np.zeros((30, 50), dtype=np.uint8)
+    lab[3, 3] = 253
+    bad = _voc_root(voc) / "SegmentationClass" / "2007_000002.png"  # a training label
+    _png(str(bad), lab, palette=True)
+    argv = ["--data", str(voc), "--image-size", "32", "--widths", "4,8", "--iters", "3",
+            "--batch-size", "2", "--upsamplers", "bilinear", "--seeds", "0", "--no-figures",
+            "--out", str(tmp_path / "o")]
+    assert compare.main(compare.parse_args(argv)) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"sapa compare: error: {bad}: label values 253 are not classes")
+    assert err.count("\n") == 1
+    assert not (tmp_path / "o").exists()

@@ -1,4 +1,7 @@
-"""The generated segmentation set: deterministic, split, well-formed."""
+"""The generated segmentation set: deterministic, split, well-formed; every generated set's
+argument checks."""
+import importlib
+
 import numpy as np
 import pytest
 import torch
@@ -70,3 +73,20 @@ def test_bad_arguments(kwargs, match):
     args = {"split": "train", "num_samples": 2, "size": 32, "seed": 0, **kwargs}
     with pytest.raises(ValueError, match=match):
         generate(**args)
+
+
+@pytest.mark.parametrize("task, count_name, min_size", [
+    ("segmentation", "num_samples", 16), ("depth", "num_samples", 16),
+    ("matting", "num_samples", 16), ("detection", "num_images", 64)])
+@pytest.mark.parametrize("which, value, match", [
+    ("split", "test", r"split must be one of \['train', 'val'\]"),
+    ("count", 0, "{count} must be an int >= 1"), ("count", 2.0, "{count} must be an int >= 1"),
+    ("size", "min-1", "size must be an int >= {min_size}"), ("size", True, "size must be an int"),
+    ("seed", -1, "seed must be an int >= 0")])
+def test_every_generated_set_rejects_bad_arguments(task, count_name, min_size, which, value,
+                                                   match):
+    generate_set = importlib.import_module(f"sapa.tasks.{task}.synthetic").generate
+    args = dict(split="train", count=1, size=min_size, seed=0)
+    args[which] = min_size - 1 if value == "min-1" else value
+    with pytest.raises(ValueError, match=match.format(count=count_name, min_size=min_size)):
+        generate_set(args["split"], args["count"], args["size"], args["seed"])

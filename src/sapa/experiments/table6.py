@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .results import _mean_std
+from .stats import mean_std
 
 
 @dataclass(frozen=True)
@@ -64,7 +64,7 @@ def table6_specs() -> list[str]:
 def _cell(values, scale, digits) -> str:
     if not values:
         return "—"
-    mean, std = _mean_std(values)
+    mean, std = mean_std(values)
     return f"{scale * mean:.{digits}f} ± {scale * std:.{digits}f}"
 
 

@@ -14,6 +14,7 @@ no random augmentation, it computes the same numbers).
 from __future__ import annotations
 
 import math
+import numbers
 import random
 import time
 from dataclasses import asdict, dataclass
@@ -27,7 +28,7 @@ from tqdm.auto import tqdm
 from ..errors import UsageError
 from ..tasks.base import Task
 from . import distributed as D
-from .results import atomic_torch_save
+from .files import atomic_torch_save
 
 
 @dataclass(frozen=True)
@@ -123,7 +124,25 @@ def evaluate(task: Task, model: nn.Module, dataset, config: dict, ctx: D.DistCon
         meter.update(task.predict(model, batch), batch)
     meter.sync(D.ProcessGroupReducer(ctx))
     model.train(was_training)
-    return meter.compute()
+    # the primary metric must be defined; another column may be NaN where it is undefined on
+    # these data (a COCO AP of an area range without objects): its row holds None, shown as —
+    try:
+        metrics = meter.compute()
+    except ValueError as exc:  # the contract: nothing to evaluate (a data problem)
+        raise UsageError(f"the validation set gives nothing to evaluate ({exc}): check --data "
+                         "and --num-val") from exc
+    bad = [f"{c.key}={metrics[c.key]!r}" for c in task.columns
+           if _real(metrics.get(c.key)) and (math.isinf(metrics[c.key]) or (
+               c.key == task.primary and math.isnan(metrics[c.key])))]
+    if bad:
+        raise UsageError(f"the validation metric {', '.join(bad)} is undefined or infinite on "
+                         "this validation set (nothing to evaluate, or the model's outputs are "
+                         "not finite): check --data and --num-val")
+    return metrics
+
+
+def _real(v) -> bool:
+    return isinstance(v, numbers.Real) and not isinstance(v, bool)
 
 
 def _rng_state():
@@ -146,19 +165,19 @@ def format_metric(task: Task, metrics: dict, key: str | None = None) -> str:
 
 def train_run(task: Task, model: nn.Module, train_set, val_set, config: dict, cfg: TrainConfig,
               ctx: D.DistContext, *, seed: int, ckpt_path: str, checkpoint: dict | None = None,
-              desc: str = "", run: dict | None = None) -> dict:
+              desc: str = "", upsampler: str = "") -> dict:
     """Train ``model`` (already seeded and built identically on every process) with
     ``task.loss`` and evaluate it with ``task``'s meter.
 
     Args:
         config: the run configuration (what ``task.make_meter`` is given).
-        checkpoint: a state saved by an interrupted call (``None``: start afresh).
+        checkpoint: a state saved by an interrupted call (``None``: start afresh, with
+            Python's and NumPy's generators seeded with ``seed``; the caller seeds torch's
+            before building the model).
+        upsampler: the spec under test, recorded in the checkpoint with ``config`` (so that
+            ``--resume`` can tell a checkpoint of other settings).
         ckpt_path: where rank 0 saves the checkpoint every ``cfg.ckpt_every`` steps and at
             the end (atomically).
-        run: what identifies the run, stored in every checkpoint as ``"run"`` so that the model
-            can be rebuilt from the checkpoint alone (``sapa compare`` stores the upsampler
-            spec and the run configuration: ``{"upsampler", "config"}``; ``sapa export``
-            reads them).
 
     Returns:
         the final checkpoint dict: ``"metrics"`` (of ``evaluate``), ``"train_s"``,
@@ -173,7 +192,10 @@ def train_run(task: Task, model: nn.Module, train_set, val_set, config: dict, cf
     val_key = f"val_{task.primary}"
     start, train_s = 0, 0.0
     curves = {"iters": [], "loss": [], "val_iters": [], val_key: []}
-    if checkpoint is not None:
+    if checkpoint is None:
+        random.seed(seed)
+        np.random.seed(seed % 2**32)
+    else:
         model.load_state_dict(checkpoint["model"])
         opt.load_state_dict(checkpoint["optimizer"])
         sched.load_state_dict(checkpoint["scheduler"])
@@ -185,9 +207,8 @@ def train_run(task: Task, model: nn.Module, train_set, val_set, config: dict, cf
     def state(t, metrics=None):
         s = {"iter": t, "model": model.state_dict(), "optimizer": opt.state_dict(),
              "scheduler": sched.state_dict(), "train_s": train_s, "curves": curves,
-             "rng": _rng_state(), "config": cfg.to_dict(), "seed": seed}
-        if run is not None:
-            s["run"] = run
+             "rng": _rng_state(), "config": cfg.to_dict(), "seed": seed,
+             "upsampler": upsampler, "run_config": config}
         if metrics is not None:
             s["metrics"] = metrics
         return s
@@ -213,9 +234,14 @@ def train_run(task: Task, model: nn.Module, train_set, val_set, config: dict, cf
         loss = task.loss(net, task.to_device(batch, ctx.device))
         opt.zero_grad(set_to_none=True)
         loss.backward()
+        loss_val = float(D.all_reduce_sum(ctx, loss.detach()[None].cpu())[0]) / ctx.world_size
+        if not math.isfinite(loss_val):  # before the step: the last checkpoint stays finite
+            raise UsageError(
+                f"{desc or 'training'}: the training loss is {loss_val} at step {t + 1}: the "
+                "training diverged (try a lower --lr) or the batch had nothing to learn from "
+                "(check --data)")
         opt.step()
         sched.step()
-        loss_val = float(D.all_reduce_sum(ctx, loss.detach()[None].cpu())[0]) / ctx.world_size
         if ctx.device.type == "cuda":
             torch.cuda.synchronize(ctx.device)
         train_s += time.perf_counter() - tic

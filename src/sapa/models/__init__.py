@@ -1,6 +1,7 @@
 """Encoder-decoder networks whose upsampling stages are swappable by upsampler name."""
 from __future__ import annotations
 
+from .a2u_matting import A2UMatting
 from .bts import BTS
 from .fpn import FPN, timm_backbone
 from .segformer import MIT_SIZES, SegFormer, SegFormerHead, mit_encoder
@@ -27,5 +28,5 @@ def build_model(name: str, num_classes: int, upsampler: str, *, widths=(32, 64, 
     raise ValueError(f"model must be one of {list(MODELS)}, got {name!r}")
 
 
-__all__ = ["SegNet", "FPN", "BTS", "timm_backbone", "SegFormer", "SegFormerHead", "mit_encoder",
-           "MIT_SIZES", "build_model", "MODELS"]
+__all__ = ["SegNet", "FPN", "BTS", "A2UMatting", "timm_backbone", "SegFormer", "SegFormerHead",
+           "mit_encoder", "MIT_SIZES", "build_model", "MODELS"]

@@ -71,7 +71,10 @@ class Meter(Protocol):
     ``sync``, on every process: a flat dict of floats (the primary metric among them; ints
     are stored as floats) plus, optionally, JSON-serialisable non-float extras (per-class
     lists) that are stored in the row but not tabulated. ``compute`` raises ``ValueError``
-    when there was nothing to evaluate (never returns NaN for that).
+    when there was nothing to evaluate (never returns NaN for that); the harness reports it,
+    a NaN primary metric and any infinite value as a user error (the data), in one line. A
+    column other than the primary may be NaN where it is undefined on the data (a COCO AP of
+    an area range without objects): the row stores ``None`` and the table shows ``—``.
 
     Under DDP process ``r`` of ``W`` sees the validation samples ``r, r + W, r + 2W, ...`` (in
     batches of ``eval_batch_size``, made by ``Task.collate``). For the result not to depend on

@@ -1,5 +1,6 @@
 """Photographs that ship inside scikit-image and scikit-learn: the raw material of the generated
-data sets (segmentation textures and layouts, depth-scene textures), with no download.
+data sets (segmentation textures and layouts, depth-scene textures, matting foregrounds and
+backgrounds), with no download; and the ImageNet input normalisation.
 
 A name is a ``skimage.data`` function (``"brick"``, ``"astronaut"``) or ``"sklearn:<file>"``
 for ``sklearn.datasets.load_sample_image`` (``"sklearn:china.jpg"``). Generated sets split
@@ -23,6 +24,18 @@ STD = (0.229, 0.224, 0.225)
 def need_experiments_extra() -> ImportError:
     return ImportError("the generated data sets need scikit-image and scikit-learn: "
                        "pip install 'sapa[experiments]'")
+
+
+def check_generate_args(split: str, count: int, size: int, seed: int, *,
+                        count_name: str = "num_samples", min_size: int = 16) -> None:
+    """The arguments every generated set's ``generate`` takes: ``split`` one of ``SPLITS``,
+    ``count`` (called ``count_name``) an int >= 1, ``size`` an int >= ``min_size``, ``seed`` an
+    int >= 0; ``ValueError`` naming the argument otherwise."""
+    if split not in SPLITS:
+        raise ValueError(f"split must be one of {list(SPLITS)}, got {split!r}")
+    for name, val, low in ((count_name, count, 1), ("size", size, min_size), ("seed", seed, 0)):
+        if isinstance(val, bool) or not isinstance(val, int) or val < low:
+            raise ValueError(f"{name} must be an int >= {low}, got {val!r}")
 
 
 @functools.cache
@@ -66,3 +79,10 @@ def random_crop(rng: np.random.Generator, img: np.ndarray, size: int, zoom: floa
     t = torch.nn.functional.interpolate(t, size=(size, size), mode="bilinear",
                                         align_corners=False, antialias=side > size)
     return t[0].permute(1, 2, 0).numpy()
+
+
+def normalize(image: torch.Tensor) -> torch.Tensor:
+    """``(image - MEAN) / STD`` over the channel axis of ``... x 3 x H x W`` values in [0, 1]."""
+    mean = torch.tensor(MEAN, dtype=image.dtype, device=image.device).view(3, 1, 1)
+    std = torch.tensor(STD, dtype=image.dtype, device=image.device).view(3, 1, 1)
+    return (image - mean) / std

@@ -31,7 +31,7 @@ import functools
 import numpy as np
 import torch
 
-from ..photos import MEAN, SPLITS, STD, load_photo, split_rows
+from ..photos import MEAN, SPLITS, STD, check_generate_args, load_photo, split_rows
 from .render import Box, Camera, Plane, Sphere, cast
 
 # photographs for the room's surfaces and for the objects (grey ones get a random tint)
@@ -150,13 +150,6 @@ def render_scene(rng: np.random.Generator, size: int, split: str = "train"):
     return np.clip(image, 0, 1).astype(np.float32), depth
 
 
-def _check(split, num_samples, size, seed):
-    if split not in SPLITS:
-        raise ValueError(f"split must be one of {list(SPLITS)}, got {split!r}")
-    for name, val, low in (("num_samples", num_samples, 1), ("size", size, 16), ("seed", seed, 0)):
-        if isinstance(val, bool) or not isinstance(val, int) or val < low:
-            raise ValueError(f"{name} must be an int >= {low}, got {val!r}")
-
 
 def generate(split: str, num_samples: int, size: int = 64, seed: int = 0):
     """``num_samples`` scenes of ``split``.
@@ -166,7 +159,7 @@ def generate(split: str, num_samples: int, size: int = 64, seed: int = 0):
         float32 metres (0 = invalid). Deterministic for a given argument tuple; sample ``i``
         does not depend on ``num_samples``.
     """
-    _check(split, num_samples, size, seed)
+    check_generate_args(split, num_samples, size, seed)
     children = np.random.SeedSequence([seed, SPLITS.index(split), 0xDE97]).spawn(num_samples)
     images = np.empty((num_samples, 3, size, size), dtype=np.uint8)
     depths = np.empty((num_samples, 1, size, size), dtype=np.float32)

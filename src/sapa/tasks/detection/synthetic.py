@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..photos import SPLITS, load_photo, random_crop, split_rows
+from ..photos import SPLITS, check_generate_args, load_photo, random_crop, split_rows
 
 # (COCO category id, name, silhouette, texture photograph, tint or None for the photo's colours)
 CATEGORIES = (
@@ -213,13 +213,6 @@ def make_image(rng: np.random.Generator, size: int, split: str = "train"):
     return np.clip(image, 0, 1).astype(np.float32), objects
 
 
-def _check(split, num_images, size, seed):
-    if split not in SPLITS:
-        raise ValueError(f"split must be one of {list(SPLITS)}, got {split!r}")
-    for name, val, low in (("num_images", num_images, 1), ("size", size, 64), ("seed", seed, 0)):
-        if isinstance(val, bool) or not isinstance(val, int) or val < low:
-            raise ValueError(f"{name} must be an int >= {low}, got {val!r}")
-
 
 def categories() -> list[dict]:
     """COCO ``categories`` of the generated set (non-contiguous ids)."""
@@ -235,7 +228,7 @@ def generate(split: str, num_images: int, size: int = 160, seed: int = 0):
         and ``images``, ``num_images x size x size x 3`` uint8. Deterministic for a given
         argument tuple; image ``i`` does not depend on ``num_images``.
     """
-    _check(split, num_images, size, seed)
+    check_generate_args(split, num_images, size, seed, count_name="num_images", min_size=64)
     try:
         from pycocotools import mask as mask_utils
     except ImportError as exc:

@@ -14,6 +14,12 @@ Pascal VOC (``VOC2012`` or ``VOCdevkit/VOC2012``)::
 
 21 classes (background included); 255 (object outlines) is ignored.
 
+Checks. Before training, every image and label file is opened (its header only) to check that
+it is readable and that image and label have the same size, and every validation label is
+read to check its values (classes of the layout, or the ignore value) and that the split has
+labelled pixels at all; training labels are checked the same way as each sample is read.
+Every failure is a ``UsageError`` naming the file.
+
 Every sample is ``(image, label)``: ``3 x S x S`` float32 normalised with the ImageNet
 statistics and ``S x S`` int64, ``S = crop_size``. Training samples are randomly rescaled
 (0.5-2x), cropped (padding the label with the ignore index) and flipped; validation samples are
@@ -108,27 +114,86 @@ def _voc_pairs(root: str, split: str):
     return pairs
 
 
-def _read_label(path: str, layout: str) -> np.ndarray:
+# what PIL raises for a file it cannot decode (unknown format, truncated or corrupt data)
+_UNREADABLE = (OSError, SyntaxError, ValueError, EOFError)
+# raw label values of each layout: classes, and the value that is ignored
+RAW_CLASSES = {"voc": (0, len(VOC_CLASSES) - 1, IGNORE_INDEX), "ade20k": (0, ADE20K_NUM_CLASSES, None)}
+
+
+def _unreadable(path: str, what: str, exc: BaseException) -> UsageError:
+    detail = " ".join(str(exc).split()) or type(exc).__name__
+    return UsageError(f"{path}: cannot read this {what} ({detail}); replace or remove the file")
+
+
+def _header(path: str, what: str) -> tuple[tuple[int, int], str]:
+    """``((width, height), mode)`` of an image file, reading its header only."""
     from PIL import Image
 
-    with Image.open(path) as im:
-        if layout == "voc" and im.mode != "P":
-            raise UsageError(f"{path}: Pascal VOC labels are palette PNGs of class indices, "
-                             f"got mode {im.mode}")
-        lab = np.array(im)
+    try:
+        with Image.open(path) as im:
+            return im.size, im.mode
+    except _UNREADABLE as exc:
+        raise _unreadable(path, what, exc) from None
+
+
+def check_pair_headers(img_path: str, lab_path: str, layout: str) -> None:
+    """``UsageError`` naming the file unless both files open as images of the same size (and
+    a Pascal VOC label is a palette PNG)."""
+    img_size, _ = _header(img_path, "image")
+    lab_size, mode = _header(lab_path, "label")
+    if layout == "voc" and mode != "P":
+        raise UsageError(f"{lab_path}: Pascal VOC labels are palette PNGs of class indices, "
+                         f"got mode {mode}")
+    if img_size != lab_size:
+        raise UsageError(f"{img_path} is {img_size[0]}x{img_size[1]} (width x height) but its "
+                         f"label {lab_path} is {lab_size[0]}x{lab_size[1]}")
+
+
+def _read_raw_label(path: str, layout: str) -> np.ndarray:
+    """The label file's values as stored, checked against the layout's classes."""
+    from PIL import Image
+
+    try:
+        with Image.open(path) as im:
+            mode, lab = im.mode, np.array(im)
+    except _UNREADABLE as exc:
+        raise _unreadable(path, "label", exc) from None
+    if layout == "voc" and mode != "P":
+        raise UsageError(f"{path}: Pascal VOC labels are palette PNGs of class indices, "
+                         f"got mode {mode}")
     if lab.ndim != 2:
         raise UsageError(f"{path}: a label image must be single-channel, got shape {lab.shape}")
+    lo, hi, ignore = RAW_CLASSES[layout]
+    bad = (lab < lo) | (lab > hi)
+    if ignore is not None:
+        bad &= lab != ignore
+    if bad.any():
+        values = np.unique(lab[bad])
+        shown = ", ".join(str(int(v)) for v in values[:8]) + (", ..." if len(values) > 8 else "")
+        allowed = f"{lo}..{hi}" + (f" or {ignore} (ignored)" if ignore is not None else "")
+        raise UsageError(f"{path}: label values {shown} are not classes of the "
+                         f"{'Pascal VOC' if layout == 'voc' else 'ADE20K'} layout "
+                         f"(expected {allowed}); fix or remove the file")
+    return lab
+
+
+def _read_label(path: str, layout: str) -> np.ndarray:
+    """``H x W`` int64 class indices in ``[0, num_classes)`` or ``IGNORE_INDEX``."""
+    lab = _read_raw_label(path, layout).astype(np.int64)
     if layout == "ade20k":  # 0 = other -> ignore, 1..150 -> 0..149
-        lab = lab.astype(np.int64) - 1
+        lab -= 1
         lab[lab < 0] = IGNORE_INDEX
-    return lab.astype(np.int64)
+    return lab
 
 
 def _read_image(path: str) -> np.ndarray:
     from PIL import Image
 
-    with Image.open(path) as im:
-        return np.array(im.convert("RGB"))
+    try:
+        with Image.open(path) as im:
+            return np.array(im.convert("RGB"))
+    except _UNREADABLE as exc:
+        raise _unreadable(path, "image", exc) from None
 
 
 class FolderSegmentation(torch.utils.data.Dataset):
@@ -139,12 +204,14 @@ class FolderSegmentation(torch.utils.data.Dataset):
         split: ``"train"`` or ``"val"``.
         crop_size: side ``S`` of every sample; a multiple of the model's stride.
         max_samples: keep only the first ``max_samples`` files (``None``: all).
+        check: run ``check`` now (headers of every file; labels too for ``"val"``); every
+            sample's label values are checked when it is read in any case.
     """
 
     ignore_index = IGNORE_INDEX
 
     def __init__(self, root: str, split: str = "train", crop_size: int = 512,
-                 max_samples: int | None = None):
+                 max_samples: int | None = None, check: bool = True):
         if split not in SPLITS:
             raise ValueError(f"split must be one of {list(SPLITS)}, got {split!r}")
         if isinstance(crop_size, bool) or not isinstance(crop_size, int) or crop_size < 16:
@@ -162,6 +229,22 @@ class FolderSegmentation(torch.utils.data.Dataset):
         else:
             self.num_classes = ADE20K_NUM_CLASSES
             self.class_names = tuple(f"class{i}" for i in range(ADE20K_NUM_CLASSES))
+        if check:
+            self.check(labels=split == "val")
+
+    def check(self, labels: bool = True) -> None:
+        """Open every file's header (readable, image and label of one size) and, with
+        ``labels``, read every label (values in range, at least one labelled pixel);
+        ``UsageError`` naming the first bad file."""
+        labelled = 0
+        for img_path, lab_path in self.pairs:
+            check_pair_headers(img_path, lab_path, self.layout)
+            if labels:
+                labelled += int((_read_label(lab_path, self.layout) != IGNORE_INDEX).sum())
+        if labels and not labelled:
+            ignored = "0, 'other'" if self.layout == "ade20k" else "255"
+            raise UsageError(f"every pixel of the {len(self.pairs)} {self.split} label(s) under "
+                             f"{self.root} is ignored ({ignored}): there is nothing to evaluate")
 
     def __len__(self) -> int:
         return len(self.pairs)

@@ -29,7 +29,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from ..photos import MEAN, SPLITS, STD, load_photo, random_crop, split_rows
+from ..photos import MEAN, SPLITS, STD, check_generate_args, load_photo, random_crop, split_rows
 
 CLASS_NAMES = ("smooth", "brick", "grass", "gravel", "cells", "stars", "thin")
 NUM_CLASSES = len(CLASS_NAMES)
@@ -122,13 +122,6 @@ def make_sample(rng: np.random.Generator, size: int, split: str = "train"):
     return np.clip(image, 0, 1).astype(np.float32), label
 
 
-def _check(split, num_samples, size, seed):
-    if split not in SPLITS:
-        raise ValueError(f"split must be one of {list(SPLITS)}, got {split!r}")
-    for name, val, low in (("num_samples", num_samples, 1), ("size", size, 16), ("seed", seed, 0)):
-        if isinstance(val, bool) or not isinstance(val, int) or val < low:
-            raise ValueError(f"{name} must be an int >= {low}, got {val!r}")
-
 
 def generate(split: str, num_samples: int, size: int = 64, seed: int = 0):
     """``num_samples`` samples of ``split``.
@@ -138,7 +131,7 @@ def generate(split: str, num_samples: int, size: int = 64, seed: int = 0):
         (class indices, see ``CLASS_NAMES``). Deterministic for a given argument tuple; sample
         ``i`` does not depend on ``num_samples``.
     """
-    _check(split, num_samples, size, seed)
+    check_generate_args(split, num_samples, size, seed)
     children = np.random.SeedSequence([seed, SPLITS.index(split)]).spawn(num_samples)
     images = np.empty((num_samples, 3, size, size), dtype=np.uint8)
     labels = np.empty((num_samples, size, size), dtype=np.uint8)
