@@ -10,6 +10,10 @@ largest ``|onnx - torch|`` over both inputs and the largest ratio to the documen
 the float32 model of the same (rounded) weights and inputs, and so is PyTorch's own float16
 output, printed beside it for scale.
 
+The tests (tests/deploy) check every upsampler against the same tolerance at small sizes; this
+script measures how far inside it they are at the sizes and default options of a real model, the
+numbers of docs/deployment.md's parity table.
+
     python benchmarks/onnx_parity.py                 # C = 64, x 16 x 16, guide 32 x 32
     python benchmarks/onnx_parity.py --channels 256 --size 32
 """
@@ -26,7 +30,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import harness  # noqa: E402
 
 
-def inputs(up, guided, c, b, h, w, odd, dtype, seed):
+def inputs(up, guided, c, b, h, w, odd, seed, dtype):
     g = torch.Generator().manual_seed(seed)
     x = torch.randn(b, c, h, w, generator=g)
     if not guided:
@@ -78,8 +82,15 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
     import sapa
 
+    if args.channels < 1 or args.size < 3:
+        p.error("--channels must be >= 1 and --size >= 3 (the second input is size - 1 wide, "
+                "and a dynamic axis needs an example of at least 2)")
     names = (sapa.list_upsamplers() if args.upsamplers is None
              else [n.strip() for n in args.upsamplers.split(",") if n.strip()])
+    unknown = [n for n in names if n not in sapa.list_upsamplers()]
+    if unknown:
+        p.error(f"--upsamplers: unknown {', '.join(unknown)}; known: "
+                f"{', '.join(sapa.list_upsamplers())}")
     print(harness.machine_info(extra_modules=("onnx", "onnxscript", "onnxruntime")))
     print(f"\nC = {args.channels}, x {args.size}x{args.size} (batch 2) and "
           f"{args.size + 1}x{args.size - 1} (batch 3); ratio: worst |onnx - torch| / "

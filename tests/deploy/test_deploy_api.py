@@ -81,7 +81,8 @@ def test_every_normalizer_and_border_in_onnx_runtime(kernel_size):
 
 class AttentionAndSampled(nn.Module):
     def forward(self, q, k, v, kernels, offsets):
-        return (sapa_attention(q, k, v, 3, border="valid"),
+        # kernel size 1: the decompositions' numbers are tested in tests/ops; here the path
+        return (sapa_attention(q, k, v, 1, border="valid"),
                 sampled_attention(q, k, v, offsets, groups=1, num_points=2))
 
 
@@ -90,7 +91,7 @@ def test_exported_program_decomposes_to_onnx():
     ``sapa.ops.onnx_decompositions()``; every op's decomposition is checked eagerly in
     tests/ops/test_onnx_formulation.py."""
     model = AttentionAndSampled().eval()
-    args = op_inputs(2, 4, 5, 9, 11)
+    args = op_inputs(2, 4, 5, 9, 11, kernel_size=1)
     program = torch.export.export(model, args)
     assert "sapa.attention.default" in {str(n.target) for n in program.graph.nodes}
     program = program.run_decompositions(sapa.ops.onnx_decompositions())
@@ -100,7 +101,7 @@ def test_exported_program_decomposes_to_onnx():
 
 def test_plain_torch_onnx_export_of_a_module():
     """The recipe without sapa.deploy: gradients on, no axes (sizes fixed to the example's)."""
-    up = sapa.build_upsampler("sapa-g:kernel_size=3,embed_dim=8", 8, 8).eval()
+    up = sapa.build_upsampler("sapa-g:kernel_size=1,embed_dim=8", 8, 8).eval()
     args = (torch.randn(1, 8, 4, 5), torch.randn(1, 8, 9, 11))
     program = torch.onnx.export(up, args, dynamo=True)
     assert deploy.check_onnx(up, program.model_proto, args).ok

@@ -1,6 +1,6 @@
 """The models ``sapa compare`` trains, built by their tasks, exported to ONNX and checked in ONNX
 Runtime on other batch and image sizes than the example's: SegNet (with every upsampler), FPN on
-a timm ResNet, SegFormer (MiT-B0), BTS (depth), and torchvision's Faster R-CNN (detection), which
+a timm ResNet, SegFormer (MiT-B0), BTS (depth), A2U's matting network, and torchvision's Faster R-CNN (detection), which
 exports with the TorchScript-based exporter only. All slow (tens of seconds each): the default
 run exports a small SegNet through ``sapa export --checkpoint``
 (tests/experiments/test_export_cli.py).
@@ -65,6 +65,12 @@ def test_segformer(upsampler):
 
 def test_bts():
     export_and_check(["--task", "depth", "--image-size", "64"], "sapa-g")
+
+
+@pytest.mark.parametrize("upsampler", ["a2u", "sapa-b"])
+def test_a2u_matting(upsampler):
+    """A2U's matting network: a 4-channel input (image and trimap), output stride 16."""
+    export_and_check(["--task", "matting", "--image-size", "64"], upsampler)
 
 
 def _detector():

@@ -4,10 +4,10 @@ to them while an exporter traces; and the decompositions of the custom ops. No O
 needed here (the files themselves are tested in ``tests/deploy``)."""
 from __future__ import annotations
 
+import ground_truth as gt
 import pytest
 import torch
 
-import ground_truth as gt
 from sapa.ops import _onnx, dispatch, sampled_attention, sapa_attention
 from sapa.ops.backends import reference
 from sapa.ops.backends.reference import sampled as sampled_reference

@@ -15,8 +15,7 @@ axes, the checks and the errors that say what to do. ``onnx``, ``onnxscript`` an
 ``onnxruntime`` are imported when used: ``pip install "sapa[export]"``. See
 ``docs/deployment.md``.
 """
-from .onnx import (EXPORTERS, Axis, export_onnx, export_upsampler, image_axes,
-                   upsampler_axes)
+from .onnx import EXPORTERS, Axis, export_onnx, export_upsampler, image_axes, upsampler_axes
 from .runtime import Tolerance, check_onnx, onnx_session, run_onnx, tolerance
 
 __all__ = ["EXPORTERS", "Axis", "export_onnx", "export_upsampler", "image_axes",

@@ -21,8 +21,8 @@ import inspect
 import io
 import os
 import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 import torch
 import torch.nn as nn
@@ -75,8 +75,9 @@ def upsampler_axes(up: nn.Module, guided: bool = True) -> list[dict[int, Axis]]:
 
 
 def image_axes(model: nn.Module) -> list[dict[int, Axis]]:
-    """Dynamic axes of a model's single ``B x 3 x H x W`` image input: the batch, and ``H``,
-    ``W`` as multiples of ``model.stride`` (SegNet, FPN, SegFormer and BTS take only those)."""
+    """Dynamic axes of a model's single ``B x C x H x W`` image input: the batch, and ``H``,
+    ``W`` as multiples of ``model.stride`` (SegNet, FPN, SegFormer, BTS and A2U's matting
+    network take only those)."""
     stride = int(getattr(model, "stride", 1))
     return [{0: Axis("batch"), 2: Axis(f"height_div{stride}", stride),
              3: Axis(f"width_div{stride}", stride)}]

@@ -10,7 +10,8 @@ Examples::
 An upsampler is exported with fresh weights (or ``--weights``, its state dict), inputs ``x``
 (``B x C x H x W``) and, for a guided one, ``guide`` (``B x Cg x sH x sW``), output ``out``.
 A checkpoint's model is rebuilt through its task (``sapa.tasks.get_task``) from the run
-configuration and upsampler the checkpoint records, and exported with input ``image``. The batch
+configuration and upsampler the checkpoint records, and exported with input ``image``
+(matting: ``image_trimap``, ``B x 4 x H x W``). The batch
 and the spatial sizes stay dynamic (``--static`` fixes them). Unless ``--no-check``, ONNX Runtime
 then runs the file on the example input and on one of another batch and size (a guide of
 ``2H + 1`` where the upsampler takes any size) and compares with PyTorch within the documented
@@ -30,9 +31,10 @@ from ..modules import build_upsampler, is_guided
 
 DESCRIPTION = "export an upsampler or a trained model to ONNX and check it in ONNX Runtime"
 DTYPES = {"float32": torch.float32, "float16": torch.float16}
-# output names of the models of each task (default: "output")
+# input and output names of the models of each task (default: "image", "output")
+TASK_INPUTS = {"matting": "image_trimap"}  # normalised RGB and trimap / 255, B x 4 x H x W
 TASK_OUTPUTS = {"detection": ["boxes", "labels", "scores"], "depth": ["depth"],
-                "segmentation": ["logits"]}
+                "matting": ["alpha"], "segmentation": ["logits"]}
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -156,6 +158,7 @@ def _checkpoint(args, dtype):
     print(f"sapa export: {run.task.name} model {type(model).__name__} with {run.upsampler} "
           f"(seed {run.seed}) from {args.checkpoint}", flush=True)
     outputs = TASK_OUTPUTS.get(run.task.name, ["output"])
+    names = [TASK_INPUTS.get(run.task.name, "image")]
     if isinstance(example, torch.Tensor):  # one B x 3 x H x W image batch
         _, c, h, w = example.shape
         stride = int(getattr(model, "stride", 1))
@@ -165,7 +168,7 @@ def _checkpoint(args, dtype):
 
         axes = None if args.static else image_axes(model)
         second = None if args.static else inputs(args.batch + 1, stride)
-        return model, inputs(args.batch), second, axes, ["image"], outputs
+        return model, inputs(args.batch), second, axes, names, outputs
     if isinstance(example, list) and len(example) == 1:  # torchvision's detectors: [image]
         c, h, w = example[0].shape
 
@@ -174,7 +177,7 @@ def _checkpoint(args, dtype):
 
         axes = None if args.static else [{1: Axis("height"), 2: Axis("width")}]
         second = None if args.static else inputs(16, -8)
-        return model, inputs(), second, axes, ["image"], outputs
+        return model, inputs(), second, axes, names, outputs
     raise UsageError(f"the {run.task.name} task's example input is neither an image batch nor "
                      "a list of one image; sapa export cannot export its model")
 
