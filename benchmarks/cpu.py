@@ -158,9 +158,8 @@ def time_pair(case, method, repeats):
 def time_in_fresh_process(case, method, repeats, threads):
     """:func:`time_pair` in a fresh process: the allocator's state (whether a large output
     reuses freed heap or faults in fresh pages) then depends on no other method's history."""
-    code = ("import json, sys, torch; sys.path.insert(0, {d!r}); torch.set_num_threads({t}); "
-            "import cpu as bench; print(json.dumps(bench.time_pair({c!r}, {m!r}, {r})))").format(
-        d=os.path.dirname(os.path.abspath(__file__)), t=threads, c=case, m=method, r=repeats)
+    code = (f"import json, sys, torch; sys.path.insert(0, {os.path.dirname(os.path.abspath(__file__))!r}); torch.set_num_threads({threads}); "
+            f"import cpu as bench; print(json.dumps(bench.time_pair({case!r}, {method!r}, {repeats})))")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     if proc.returncode != 0:
         raise RuntimeError(f"timing {method} on {case} failed:\n{proc.stderr}")

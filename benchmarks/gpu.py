@@ -69,10 +69,12 @@ def make_steps(method, q, k, v, grad, kernel_size):
     """``(forward, forward_backward)`` callables that each allocate what one call allocates."""
     if method == "bilinear":
         inputs = [v]
-        fn = lambda v: F.interpolate(v, size=q.shape[-2:], mode="bilinear", align_corners=False)
+        def fn(v):
+            return F.interpolate(v, size=q.shape[-2:], mode="bilinear", align_corners=False)
     else:
         inputs = [q, k, v]
-        fn = lambda q, k, v: sapa_attention(q, k, v, kernel_size, backend=method)
+        def fn(q, k, v):
+            return sapa_attention(q, k, v, kernel_size, backend=method)
     leaves = [t.detach().requires_grad_() for t in inputs]
 
     def forward():
@@ -168,7 +170,8 @@ def table(rows):
         if r.get("oom"):
             out.append(head + ["OOM"] * 8)
             continue
-        mib = lambda x: None if x is None else x / 2**20
+        def mib(x):
+            return None if x is None else x / 2**20
         out.append(head + [
             _fmt(r["fwd_ms"], ".3f"), _fmt(r["fwd_bwd_ms"], ".3f"),
             _fmt(_ratio(r["fwd_ms"], bl.get("fwd_ms")), ".2f"),
@@ -328,7 +331,8 @@ def resources(args):
         dt = DTYPES[dtype]
         h, c, d = 16, max(args.channels), args.embed
         ho = scale * h
-        empty = lambda *shape: torch.empty(shape, device="meta", dtype=dt)
+        def empty(*shape):
+            return torch.empty(shape, device="meta", dtype=dt)
         q, kk, v, g = empty(1, d, ho, ho), empty(1, d, h, h), empty(1, c, h, h), empty(1, c, ho, ho)
         kern, gs = empty(1, k * k, ho, ho), empty(1, k * k, ho, ho)
 
@@ -415,7 +419,8 @@ def main(argv=None):
     try:
         from tqdm import tqdm
     except ImportError:  # tqdm comes with the experiments extra
-        tqdm = lambda x, **kw: x
+        def tqdm(x, **kw):
+            return x
     t0 = time.time()
     for case in tqdm(cases, desc="cases"):
         rows += run_case(case, args.methods, args, device)

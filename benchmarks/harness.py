@@ -44,7 +44,7 @@ import statistics
 import subprocess
 import sys
 import time
-from typing import Callable
+from collections.abc import Callable
 
 __all__ = [
     "Timing",
@@ -93,7 +93,7 @@ def machine_info(extra_modules=("numba", "triton")) -> str:
     if torch.cuda.is_available():
         parts.append(f"GPU {torch.cuda.get_device_name()}")
     try:
-        parts.append("load avg %.2f %.2f %.2f" % os.getloadavg())
+        parts.append("load avg {:.2f} {:.2f} {:.2f}".format(*os.getloadavg()))
     except OSError:
         pass
     return "; ".join(parts)

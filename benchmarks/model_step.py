@@ -184,7 +184,8 @@ def breakdown(upsampler: str, args) -> list[list]:
 
 def profile(upsampler: str, args) -> str:
     """``torch.profiler`` table of one CPU step (after warm-up), by self CPU time."""
-    from torch.profiler import ProfilerActivity, profile as torch_profile
+    from torch.profiler import ProfilerActivity
+    from torch.profiler import profile as torch_profile
 
     step = make_step(upsampler, args.size, args.batch, args.image_size, args.num_classes)
     for _ in range(max(args.warmup, 1)):

@@ -7,6 +7,9 @@ to ``sapa.ops.dispatch.BACKENDS`` is therefore tested by this suite without edit
 """
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
+
 import numpy as np
 import pytest
 import torch
@@ -24,15 +27,32 @@ FAST_BACKENDS = [name for name in list_backends() if name not in OWN_SUITE]
 ALL_BACKENDS = [None, "reference", *FAST_BACKENDS]
 
 
+@contextlib.contextmanager
+def _intra_op_threads(n: int) -> Iterator[None]:
+    """``n`` intra-op threads inside the block, the earlier count after it."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
+
+
 @pytest.fixture(autouse=True, scope="session")
 def _one_intra_op_thread():
     """Tests run thousands of ops on tiny tensors, where intra-op threads only add fork/join
     latency, and on a busy shared machine spinning OpenMP threads slow them down ~100-fold.
     A test that needs threads sets them itself (``torch.set_num_threads``)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+    with _intra_op_threads(1):
+        yield
+
+
+@pytest.fixture
+def one_thread():
+    """One intra-op thread for this test, whatever an earlier test set (``sapa compare``'s
+    ``--threads`` sets it for the process)."""
+    with _intra_op_threads(1):
+        yield
 
 
 def _backend_id(name):

@@ -31,9 +31,9 @@ def test_lean_peak_memory_is_a_fraction_of_the_reference(load_benchmark):
 def test_a_backend_that_cannot_launch_is_reported_not_measured():
     # numba made unimportable in a fresh process: the backend's can_run does not import it, so
     # only the probe call can tell that the numba row cannot be measured
-    benchmarks = Path(__file__).resolve().parents[2] / "benchmarks"
-    code = ("import json, sys; sys.modules['numba'] = None; sys.path.insert(0, {d!r}); "
-            "import memory; print(json.dumps(memory.sapa_methods()))").format(d=str(benchmarks))
+    benchmarks = str(Path(__file__).resolve().parents[2] / "benchmarks")
+    code = (f"import json, sys; sys.modules['numba'] = None; sys.path.insert(0, {benchmarks!r}); "
+            "import memory; print(json.dumps(memory.sapa_methods()))")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                           timeout=120, check=True)
     found = json.loads(proc.stdout.strip().splitlines()[-1])

@@ -13,9 +13,11 @@ Run as a script it is ``sapa`` with this task registered (``python fake_task.py 
 """
 from __future__ import annotations
 
+import contextlib
 import math
 import statistics
 import sys
+from collections.abc import Iterator
 
 import torch
 import torch.nn as nn
@@ -23,6 +25,7 @@ import torch.nn.functional as F
 
 from sapa import build_upsampler
 from sapa.errors import UsageError
+from sapa.tasks import register_task, unregister_task
 from sapa.tasks.base import Column, Task
 
 SIZES = (8, 12, 16)  # even: one 2x upsampling restores them
@@ -152,9 +155,19 @@ class FakeTask(Task):
         return [viz.save_figure(fig, f"{out_dir}/fake.png")]
 
 
+@contextlib.contextmanager
+def registered() -> Iterator[FakeTask]:
+    """A new ``FakeTask``, known to ``sapa.tasks.get_task("fake")`` inside the block."""
+    task = FakeTask()
+    register_task(task)
+    try:
+        yield task
+    finally:
+        unregister_task(task.name)
+
+
 if __name__ == "__main__":
     from sapa import cli
-    from sapa.tasks import register_task
 
     register_task(FakeTask())
     sys.exit(cli.main(sys.argv[1:]))

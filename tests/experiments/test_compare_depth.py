@@ -4,46 +4,36 @@ after SIGKILL, and two gloo processes under torchrun.
 Every run is ``--quick`` shrunk further (32-pixel scenes, a 32-wide decoder, a few steps) to
 keep the suite fast; ``-m slow`` runs the real ``--quick``.
 """
-import json
 import math
 import os
-import signal
-import subprocess
-import sys
-import time
 
 import pytest
 import torch
+from compare_cli import (
+    evaluate_saved,
+    kill_when_exists,
+    read_results,
+    read_rows,
+    resume_and_rerun,
+    run_cli,
+    torchrun,
+    with_out,
+)
+from nyu_layout import write_nyu_layout
 from PIL import Image
 
-from nyu_layout import write_nyu_layout
-from sapa.experiments import compare
-from sapa.experiments import distributed as D
-from sapa.experiments.trainer import evaluate
-from sapa.tasks import get_task
 from sapa.tasks.depth.metrics import METRICS
 
-ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
 TINY = ["--task", "depth", "--quick", "--image-size", "32", "--bts-size", "32",
         "--num-train", "8", "--num-val", "5"]
 TABLE = [c for c in METRICS if c != "silog"]
 
 
-def _cli(*argv, timeout=300):
-    return subprocess.run([sys.executable, "-m", "sapa", "compare", *argv], capture_output=True,
-                          text=True, timeout=timeout, env=ENV)
-
-
-def _results(out):
-    with open(os.path.join(out, "results.json")) as f:
-        return json.load(f)
-
-
 def test_quick_depth_comparison_writes_rows_table_and_figures(tmp_path):
     out = str(tmp_path / "quick")
-    proc = _cli(*TINY, "--iters", "3", "--eval-every", "2", "--out", out)
+    proc = run_cli(*TINY, "--iters", "3", "--eval-every", "2", "--out", out)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    data = _results(out)
+    data = read_results(out)
     assert data["config"]["task"] == "depth" and data["config"]["data"] == "synthetic"
     rows = data["rows"]
     assert [(r["upsampler"], r["seed"]) for r in rows] == [("nearest", 0), ("sapa-b", 0)]
@@ -67,10 +57,10 @@ def test_quick_depth_comparison_writes_rows_table_and_figures(tmp_path):
 def test_nyu_layout_through_data(tmp_path):
     root = write_nyu_layout(str(tmp_path / "nyu"), num_train=4, num_test=3)
     out = str(tmp_path / "nyu-run")
-    proc = _cli("--task", "depth", "--quick", "--data", root, "--image-size", "64",
-                "--bts-size", "32", "--iters", "2", "--upsamplers", "sapa-b", "--out", out)
+    proc = run_cli("--task", "depth", "--quick", "--data", root, "--image-size", "64",
+                   "--bts-size", "32", "--iters", "2", "--upsamplers", "sapa-b", "--out", out)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    data = _results(out)
+    data = read_results(out)
     assert data["config"]["data"] == os.path.abspath(root)
     assert data["config"]["num_train"] is None and data["config"]["num_val"] is None  # all
     [row] = data["rows"]
@@ -82,8 +72,8 @@ def test_bad_nyu_data_fails_before_training_naming_file_and_line(tmp_path):
     root = write_nyu_layout(str(tmp_path / "nyu"), num_train=3, num_test=2)
     os.remove(os.path.join(root, "sync", "kitchen_0000", "sync_depth_00001.png"))
     out = str(tmp_path / "bad")
-    proc = _cli("--task", "depth", "--quick", "--data", root, "--image-size", "64",
-                "--out", out)
+    proc = run_cli("--task", "depth", "--quick", "--data", root, "--image-size", "64",
+                   "--out", out)
     assert proc.returncode == 2
     assert ("nyudepthv2_train_files_with_gt.txt line 2: the depth map" in proc.stderr
             and "does not exist" in proc.stderr), proc.stderr[-2000:]
@@ -92,7 +82,7 @@ def test_bad_nyu_data_fails_before_training_naming_file_and_line(tmp_path):
 
 
 def test_bad_option_is_a_one_line_error(tmp_path):
-    proc = _cli("--task", "depth", "--quick", "--bts-size", "40", "--out", str(tmp_path / "x"))
+    proc = run_cli("--task", "depth", "--quick", "--bts-size", "40", "--out", str(tmp_path / "x"))
     assert proc.returncode == 2 and "--bts-size must be a multiple of 16" in proc.stderr
     assert "Traceback" not in proc.stderr
 
@@ -101,53 +91,32 @@ def test_resume_after_sigkill_gives_the_uninterrupted_rows(tmp_path):
     out = str(tmp_path / "killed")
     argv = [*TINY, "--iters", "12", "--eval-every", "6", "--ckpt-every", "2", "--no-figures",
             "--out", out]
-    proc = subprocess.Popen([sys.executable, "-m", "sapa", "compare", *argv], env=ENV,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     second = os.path.join(out, "runs", "sapa-b-seed0", "checkpoint.pt")
-    deadline = time.monotonic() + 240
-    try:
-        while not os.path.exists(second):  # the first run is finished, the second under way
-            assert proc.poll() is None, proc.communicate()[1].decode()[-3000:]
-            assert time.monotonic() < deadline, "the second run never wrote a checkpoint"
-            time.sleep(0.005)
-        proc.send_signal(signal.SIGKILL)
-    finally:
-        proc.kill()
-        proc.wait()
-    before = _results(out)["rows"]
+    # the first run is finished, the second under way
+    kill_when_exists(argv, second, timeout=240)
+    before = read_rows(out)
     assert [(r["upsampler"], r["seed"]) for r in before] == [("nearest", 0)]
     assert 2 <= torch.load(second, weights_only=False)["iter"] < 12
 
-    assert compare.main(compare.parse_args([*argv, "--resume"])) == 0
-    after = _results(out)["rows"]
+    after, reference = resume_and_rerun(argv, with_out(argv, str(tmp_path / "uninterrupted")))
     assert after[0] == before[0]
-
-    ref = str(tmp_path / "uninterrupted")
-    assert compare.main(compare.parse_args([*argv[:-1], ref])) == 0
-    for got, want in zip(after, _results(ref)["rows"]):
+    for got, want in zip(after, reference):
         for k in (*METRICS, "params", "flops", "iters", "num_images"):
             assert got[k] == want[k], (got["upsampler"], k)
 
 
 def test_two_gloo_processes_give_the_single_process_metrics(tmp_path):
     out = str(tmp_path / "ddp")
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-           "-m", "sapa", "compare", *TINY, "--upsamplers", "sapa-b", "--iters", "3",
-           "--eval-every", "3", "--num-val", "7", "--no-figures", "--device", "cpu",
-           "--out", out]
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=ENV)
+    proc = torchrun(*TINY, "--upsamplers", "sapa-b", "--iters", "3", "--eval-every", "3",
+                    "--num-val", "7", "--no-figures", "--device", "cpu", "--out", out,
+                    timeout=300)
     assert proc.returncode == 0, (proc.stdout[-2000:], proc.stderr[-4000:])
     assert proc.stdout.count("sapa compare: done") == 1
-    data = _results(out)
-    [row] = data["rows"]
+    [row] = read_rows(out)
     assert row["world_size"] == 2 and row["num_images"] == 7  # 4 + 3 images, gathered
 
     # the saved model evaluated in one process gives the same per-image-averaged metrics
-    task = get_task("depth")
-    train_set, val_set = task.build_datasets(data["config"])
-    model = task.build_model(data["config"], "sapa-b", train_set)
-    model.load_state_dict(torch.load(os.path.join(out, row["checkpoint"]), weights_only=False)["model"])
-    single = evaluate(task, model, val_set, data["config"], D.DistContext())
+    single = evaluate_saved(out, row, "sapa-b")
     for k in METRICS:
         # the same images, but batched 4 + 3 instead of 7: float32 convolutions may round the
         # last bits differently, nothing more
@@ -157,9 +126,9 @@ def test_two_gloo_processes_give_the_single_process_metrics(tmp_path):
 @pytest.mark.slow
 def test_real_quick_preset(tmp_path):
     out = str(tmp_path / "quick")
-    proc = _cli("--task", "depth", "--quick", "--out", out, timeout=900)
+    proc = run_cli("--task", "depth", "--quick", "--out", out, timeout=900)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    rows = _results(out)["rows"]
+    rows = read_rows(out)
     assert [(r["upsampler"], r["iters"], r["num_images"]) for r in rows] == [
         ("nearest", 100, 64), ("sapa-b", 100, 64)]
     # a constant depth map (the training mean) scores RMS 1.42 on these 64 validation scenes

@@ -3,13 +3,11 @@
 The default run uses ``--quick`` shrunk further (a few steps on a few samples) to keep the
 suite fast; ``-m slow`` runs the real ``--quick``.
 """
-import json
 import os
-import subprocess
-import sys
 import time
 
 import pytest
+from compare_cli import read_results, run_cli
 from PIL import Image
 
 ROW_KEYS = {"task", "upsampler", "seed", "miou", "biou", "acc", "params", "flops", "train_s",
@@ -17,17 +15,8 @@ ROW_KEYS = {"task", "upsampler", "seed", "miou", "biou", "acc", "params", "flops
             "checkpoint"}
 
 
-def _run_cli(*argv, timeout=300):
-    # one thread: a tiny model gains nothing from more, and on a shared machine OpenMP threads
-    # waiting for each other can make it many times slower
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    return subprocess.run([sys.executable, "-m", "sapa", "compare", *argv], capture_output=True,
-                          text=True, timeout=timeout, env=env)
-
-
 def _check_outputs(out, upsamplers, seeds):
-    with open(os.path.join(out, "results.json")) as f:
-        data = json.load(f)
+    data = read_results(out)
     rows = data["rows"]
     assert {(r["upsampler"], r["seed"]) for r in rows} == {(u, s) for u in upsamplers for s in seeds}
     for r in rows:
@@ -55,8 +44,8 @@ def _check_outputs(out, upsamplers, seeds):
 
 def test_quick_pipeline_end_to_end(tmp_path):
     out = str(tmp_path / "quick")
-    proc = _run_cli("--quick", "--image-size", "32", "--widths", "8,16,32", "--iters", "3",
-                    "--eval-every", "2", "--num-train", "12", "--num-val", "6", "--out", out)
+    proc = run_cli("--quick", "--image-size", "32", "--widths", "8,16,32", "--iters", "3",
+                   "--eval-every", "2", "--num-train", "12", "--num-val", "6", "--out", out)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "| bilinear | 1 |" in proc.stdout and "| sapa-b | 1 |" in proc.stdout
     data = _check_outputs(out, ["bilinear", "sapa-b"], [0])
@@ -65,12 +54,10 @@ def test_quick_pipeline_end_to_end(tmp_path):
 
 
 def test_python_dash_m_and_help():
-    proc = subprocess.run([sys.executable, "-m", "sapa", "compare", "--help"],
-                          capture_output=True, text=True, timeout=120)
+    proc = run_cli("--help", timeout=120)
     assert proc.returncode == 0 and "--resume" in proc.stdout and "--quick" in proc.stdout
     assert "--task segmentation:" in proc.stdout and "--widths" in proc.stdout
-    proc = subprocess.run([sys.executable, "-m", "sapa", "compare", "--task", "nope"],
-                          capture_output=True, text=True, timeout=120)
+    proc = run_cli("--task", "nope", timeout=120)
     assert proc.returncode == 2 and proc.stdout == ""
     assert "sapa compare: error: --task: unknown task 'nope'; known: segmentation" in proc.stderr
 
@@ -81,7 +68,7 @@ def test_real_quick_run(tmp_path):
     cores; printed, not asserted, because the test machine may be shared)."""
     out = str(tmp_path / "quick")
     tic = time.perf_counter()
-    proc = _run_cli("--quick", "--out", out, timeout=900)
+    proc = run_cli("--quick", "--out", out, timeout=900)
     print(f"sapa compare --quick: {time.perf_counter() - tic:.0f} s wall")
     assert proc.returncode == 0, proc.stderr[-3000:]
     _check_outputs(out, ["bilinear", "sapa-b"], [0])

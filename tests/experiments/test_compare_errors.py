@@ -12,41 +12,30 @@ import resource
 import signal
 import subprocess
 import sys
-import time
 
 import fake_task
 import pytest
 import torch
+from compare_cli import (
+    one_thread_env,
+    read_rows,
+    run,
+    run_cli,
+    run_killed_after_checkpoint,
+    start_cli,
+    wait_for_file,
+)
 
 from sapa.errors import UsageError
-from sapa.experiments import compare, files
-from sapa.tasks import register_task, unregister_task
+from sapa.experiments import files
 
-HERE = os.path.dirname(os.path.abspath(__file__))
 FAKE = ["--task", "fake", "--quick", "--no-figures"]
-
-
-@pytest.fixture
-def fake():
-    task = fake_task.FakeTask()
-    register_task(task)
-    yield task
-    unregister_task(task.name)
-
-
-def _main(*argv):
-    return compare.main(compare.parse_args(list(argv)))
 
 
 def _one_line_error(capsys) -> str:
     err = capsys.readouterr().err
     assert err.startswith("sapa compare: error: ") and err.count("\n") == 1, err
     return err
-
-
-def _rows(out):
-    with open(os.path.join(out, "results.json")) as f:
-        return json.load(f)["rows"]
 
 
 # ---- item 5: one process per --out --------------------------------------------------------------
@@ -66,10 +55,10 @@ def test_a_second_process_on_the_same_out_is_refused_and_a_stale_lock_is_taken_o
     out = str(tmp_path / "o")
     os.makedirs(out)
     holder = subprocess.Popen([sys.executable, "-c", HOLD_LOCK, out], stdout=subprocess.PIPE,
-                              text=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
+                              text=True, env=one_thread_env())
     try:
         assert holder.stdout.readline().strip() == "locked"
-        assert _main(*FAKE, "--out", out) == 2
+        assert run(*FAKE, "--out", out) == 2
         err = _one_line_error(capsys)
         lock = os.path.join(out, files.LOCK_NAME)
         assert f"--out {out} is in use by another sapa compare (PID {holder.pid} on " in err
@@ -80,10 +69,10 @@ def test_a_second_process_on_the_same_out_is_refused_and_a_stale_lock_is_taken_o
         holder.wait()
     # the killed holder's lock file stays behind, but its lock died with it
     assert os.path.exists(os.path.join(out, files.LOCK_NAME))
-    assert _main(*FAKE, "--out", out) == 0
+    assert run(*FAKE, "--out", out) == 0
     text = capsys.readouterr().out
     assert f"took over the stale lock {os.path.join(out, files.LOCK_NAME)} of PID {holder.pid}" in text
-    assert len(_rows(out)) == 1
+    assert len(read_rows(out)) == 1
     assert not os.path.exists(os.path.join(out, files.LOCK_NAME))  # released at the end
 
 
@@ -111,7 +100,7 @@ def test_a_start_that_fails_before_its_first_row_leaves_nothing_behind(tmp_path,
 
     with monkeypatch.context() as m:
         m.setattr(fake, "build_model", needs_timm)
-        assert _main(*FAKE, "--out", out) == 2
+        assert run(*FAKE, "--out", out) == 2
     assert "needs timm" in _one_line_error(capsys)
     assert not os.path.exists(out)  # it created --out, and removed it again
 
@@ -126,13 +115,13 @@ def test_a_start_that_fails_before_its_first_row_leaves_nothing_behind(tmp_path,
 
     with monkeypatch.context() as m:
         m.setattr(fake_task.RandomImages, "__getitem__", bad_sample)
-        assert _main(*FAKE, "--out", out) == 2
+        assert run(*FAKE, "--out", out) == 2
     assert "sample5.png" in _one_line_error(capsys)
     assert os.listdir(out) == []  # a folder the user made stays, empty
 
     # the corrected command runs, with --resume too and with other settings
-    assert _main(*FAKE, "--out", out, "--resume", "--fake-scale", "3") == 0
-    assert len(_rows(out)) == 1
+    assert run(*FAKE, "--out", out, "--resume", "--fake-scale", "3") == 0
+    assert len(read_rows(out)) == 1
 
 
 def test_an_unfinished_start_with_checkpoints_asks_for_resume(tmp_path, fake, capsys,
@@ -147,19 +136,19 @@ def test_an_unfinished_start_with_checkpoints_asks_for_resume(tmp_path, fake, ca
 
     with monkeypatch.context() as m:
         m.setattr(fake, "loss", interrupt_at_step_3)
-        assert _main(*FAKE, "--out", out) == 130  # Ctrl-C
+        assert run(*FAKE, "--out", out) == 130  # Ctrl-C
     err = capsys.readouterr().err
     assert "interrupted (0 run(s) finished, checkpoints kept in" in err
     assert err.rstrip().endswith(f"--out {out} --resume") or "--resume" in err.splitlines()[-1]
     assert os.path.exists(os.path.join(out, "runs", "nearest-seed0", "checkpoint.pt"))
     assert not os.path.exists(os.path.join(out, files.LOCK_NAME))
 
-    assert _main(*FAKE, "--out", out) == 2
+    assert run(*FAKE, "--out", out) == 2
     assert "checkpoints of unfinished runs" in _one_line_error(capsys)
-    assert _main(*FAKE, "--out", out, "--resume", "--fake-scale", "3") == 2  # other settings
+    assert run(*FAKE, "--out", out, "--resume", "--fake-scale", "3") == 2  # other settings
     err = _one_line_error(capsys)
     assert "checkpoint.pt was written with other settings (fake_scale: 1.0 there, 3.0 now)" in err
-    assert _main(*FAKE, "--out", out, "--resume") == 0
+    assert run(*FAKE, "--out", out, "--resume") == 0
     assert "resuming at step 2" in capsys.readouterr().out
 
 
@@ -169,24 +158,22 @@ def test_ctrl_c_before_anything_was_saved(tmp_path, fake, capsys, monkeypatch):
 
     monkeypatch.setattr(fake, "build_datasets", interrupt)
     out = str(tmp_path / "o")
-    assert _main(*FAKE, "--out", out) == 130
+    assert run(*FAKE, "--out", out) == 130
     assert "interrupted before anything was saved" in capsys.readouterr().err
     assert not os.path.exists(out)
 
 
 def test_ctrl_c_in_a_real_process_prints_how_to_resume(tmp_path):
     out = str(tmp_path / "o")
-    cmd = [sys.executable, os.path.join(HERE, "fake_task.py"), "compare", *FAKE,
-           "--iters", "100000", "--out", out]
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            env={**os.environ, "OMP_NUM_THREADS": "1"})
+    proc = start_cli(*FAKE, "--iters", "100000", "--out", out, script=fake_task.__file__)
     ckpt = os.path.join(out, "runs", "nearest-seed0", "checkpoint.pt")
-    deadline = time.monotonic() + 120
-    while not os.path.exists(ckpt):
-        assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
-        time.sleep(0.01)
-    proc.send_signal(signal.SIGINT)
-    _, stderr = proc.communicate(timeout=60)
+    try:
+        wait_for_file(proc, ckpt, 120, poll=0.01)
+        proc.send_signal(signal.SIGINT)
+        _, stderr = proc.communicate(timeout=60)
+    finally:
+        proc.kill()
+        proc.wait()
     assert proc.returncode == 130, stderr
     assert "Traceback" not in stderr
     assert stderr.splitlines()[-1].strip().endswith(f"--out {out} --resume")
@@ -201,7 +188,7 @@ def test_bad_out_folders(tmp_path, fake, capsys, monkeypatch):
                        ("  ", "--out must name a folder"),
                        (str(a_file), f"--out {a_file} is a file, not a folder"),
                        (str(a_file / "sub" / "o"), f"lies under {a_file}, which is a file")):
-        assert _main(*FAKE, "--out", out) == 2
+        assert run(*FAKE, "--out", out) == 2
         assert match in _one_line_error(capsys)
     assert os.listdir(tmp_path) == ["file"]
 
@@ -215,9 +202,9 @@ def test_bad_out_folders(tmp_path, fake, capsys, monkeypatch):
     else:
         ro.chmod(0o555)
     try:
-        assert _main(*FAKE, "--out", str(ro)) == 2
+        assert run(*FAKE, "--out", str(ro)) == 2
         assert f"--out {ro} is not writable (permission denied" in _one_line_error(capsys)
-        assert _main(*FAKE, "--out", str(ro / "new")) == 2
+        assert run(*FAKE, "--out", str(ro / "new")) == 2
         assert "permission denied" in _one_line_error(capsys)
     finally:
         ro.chmod(0o755)
@@ -225,7 +212,7 @@ def test_bad_out_folders(tmp_path, fake, capsys, monkeypatch):
 
 def test_device_cuda_without_a_gpu(tmp_path, fake, capsys, monkeypatch):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)  # a machine without a GPU
-    assert _main(*FAKE, "--device", "cuda", "--out", str(tmp_path / "o")) == 2
+    assert run(*FAKE, "--device", "cuda", "--out", str(tmp_path / "o")) == 2
     assert "--device cuda was asked for but torch.cuda.is_available() is False" in \
         _one_line_error(capsys)
 
@@ -241,10 +228,8 @@ def test_a_full_disk_is_one_line_naming_the_file(tmp_path):
     """A file-size limit makes ``torch.save`` of the first checkpoint fail as on a full disk
     ("enforce fail at inline_container.cc"), while results.json still fits."""
     out = str(tmp_path / "o")
-    cmd = [sys.executable, os.path.join(HERE, "fake_task.py"), "compare", *FAKE, "--out", out]
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=240,
-                          env={**os.environ, "OMP_NUM_THREADS": "1"},
-                          preexec_fn=_limit_file_size(8000))
+    proc = run_cli(*FAKE, "--out", out, script=fake_task.__file__, timeout=240,
+                   preexec_fn=_limit_file_size(8000))
     assert proc.returncode == 2, proc.stderr[-3000:]
     ckpt = os.path.join(out, "runs", "nearest-seed0", "checkpoint.pt")
     assert proc.stderr.startswith(f"sapa compare: error: cannot write {ckpt}: torch.save failed "
@@ -267,20 +252,7 @@ def test_write_errors_name_the_file():
 
 def _interrupted_run(out, fake, monkeypatch):
     """A comparison killed after its checkpoint at step 2 (of 4), before its row."""
-    class Killed(BaseException):
-        pass
-
-    save = files.atomic_torch_save
-
-    def save_then_die(path, obj):
-        save(path, obj)
-        if obj["iter"] == 2:
-            raise Killed
-
-    with monkeypatch.context() as m:
-        m.setattr("sapa.experiments.trainer.atomic_torch_save", save_then_die)
-        with pytest.raises(Killed):
-            _main(*FAKE, "--out", out)
+    run_killed_after_checkpoint(monkeypatch, [*FAKE, "--out", out], step=2)
     return os.path.join(out, "runs", "nearest-seed0", "checkpoint.pt")
 
 
@@ -297,23 +269,23 @@ def test_unreadable_checkpoints_on_resume_name_the_file(tmp_path, fake, capsys, 
     for content, match in cases:
         with open(ckpt, "wb") as f:
             f.write(content)
-        assert _main(*FAKE, "--out", out, "--resume") == 2
+        assert run(*FAKE, "--out", out, "--resume") == 2
         err = _one_line_error(capsys)
         assert ckpt in err and match in err and "delete it to restart this run" in err
     # another run's checkpoint in this run's folder
     other = torch.load(io.BytesIO(good), weights_only=False)
     other["seed"] = 7
     torch.save(other, ckpt)
-    assert _main(*FAKE, "--out", out, "--resume") == 2
+    assert run(*FAKE, "--out", out, "--resume") == 2
     assert "is of seed 7, not 0" in _one_line_error(capsys)
     with open(ckpt, "wb") as f:
         f.write(good)
-    assert _main(*FAKE, "--out", out, "--resume") == 0
+    assert run(*FAKE, "--out", out, "--resume") == 0
 
 
 def test_hand_edited_rows_name_the_row(tmp_path, fake, capsys):
     out = str(tmp_path / "o")
-    assert _main(*FAKE, "--out", out) == 0
+    assert run(*FAKE, "--out", out) == 0
     path = os.path.join(out, "results.json")
     with open(path) as f:
         good = json.load(f)
@@ -329,18 +301,18 @@ def test_hand_edited_rows_name_the_row(tmp_path, fake, capsys):
         edit(data["rows"][0])
         with open(path, "w") as f:
             json.dump(data, f)
-        assert _main(*FAKE, "--out", out, "--resume") == 2
+        assert run(*FAKE, "--out", out, "--resume") == 2
         err = _one_line_error(capsys)
         assert f"{path}: {match}" in err or match in err, err
     data = json.loads(json.dumps(good))
     data["rows"].append(dict(data["rows"][0]))
     with open(path, "w") as f:
         json.dump(data, f)
-    assert _main(*FAKE, "--out", out, "--resume") == 2
+    assert run(*FAKE, "--out", out, "--resume") == 2
     assert "row 2 (nearest seed 0): a second row for nearest seed 0" in _one_line_error(capsys)
     with open(path, "w") as f:
         f.write(json.dumps(good)[:-5])
-    assert _main(*FAKE, "--out", out, "--resume") == 2
+    assert run(*FAKE, "--out", out, "--resume") == 2
     assert f"{path}, line 1 column" in _one_line_error(capsys)
 
 
@@ -353,7 +325,7 @@ def test_a_usage_error_in_a_data_loader_worker_is_one_line(tmp_path, fake, capsy
         return original(self, i)
 
     monkeypatch.setattr(fake_task.RandomImages, "__getitem__", bad_sample)
-    assert _main(*FAKE, "--workers", "1", "--out", str(tmp_path / "o")) == 2
+    assert run(*FAKE, "--workers", "1", "--out", str(tmp_path / "o")) == 2
     assert _one_line_error(capsys) == ("sapa compare: error: /data/sample5.png: cannot read this "
                                        "image (truncated)\n")
 
@@ -376,30 +348,30 @@ class _NanMeter(fake_task.MedianErrorMeter):
 def test_nothing_to_evaluate_and_undefined_metrics_are_errors_not_nan(tmp_path, fake, capsys,
                                                                       monkeypatch):
     monkeypatch.setattr(fake, "make_meter", lambda config, val_set: _NothingMeter())
-    assert _main(*FAKE, "--out", str(tmp_path / "a")) == 2
+    assert run(*FAKE, "--out", str(tmp_path / "a")) == 2
     err = _one_line_error(capsys)
     assert "the validation set gives nothing to evaluate (no validation image was evaluated)" in err
     monkeypatch.setattr(fake, "make_meter", lambda config, val_set: _NanMeter())
-    assert _main(*FAKE, "--out", str(tmp_path / "b")) == 2
+    assert run(*FAKE, "--out", str(tmp_path / "b")) == 2
     assert "the validation metric median_err=nan is undefined" in _one_line_error(capsys)
     # another column than the primary may be undefined on the data: null in the row, — in
     # the table, left out of its statistics
     monkeypatch.setattr(fake, "make_meter", lambda config, val_set: _NanSecondMeter())
-    assert _main("--task", "fake", "--no-figures", "--out", str(tmp_path / "c")) == 0
-    rows = _rows(str(tmp_path / "c"))
+    assert run("--task", "fake", "--no-figures", "--out", str(tmp_path / "c")) == 0
+    rows = read_rows(str(tmp_path / "c"))
     assert all(r["mean_err"] is None and r["median_err"] > 0 for r in rows)
     md = (tmp_path / "c" / "results.md").read_text()
     assert "| nearest | 2 | " in md and " | — | " in md
     assert "mean err. (lower is better)" not in md  # no difference to conclude on
     for out in (tmp_path / "a", tmp_path / "b"):  # the checkpoints (step 1) are kept, no lock
         assert sorted(os.listdir(out)) == ["results.json", "results.md", "runs"]
-        assert _rows(str(out)) == []
+        assert read_rows(str(out)) == []
 
 
 def test_a_diverged_loss_stops_with_one_line(tmp_path, fake, capsys, monkeypatch):
     monkeypatch.setattr(fake, "loss", lambda model, batch: sum(
         p.sum() for p in model.parameters()) * float("inf"))
-    assert _main(*FAKE, "--out", str(tmp_path / "o")) == 2
+    assert run(*FAKE, "--out", str(tmp_path / "o")) == 2
     err = _one_line_error(capsys)
     assert "nearest s0: the training loss is" in err and "at step 1" in err and "--lr" in err
 
@@ -410,7 +382,7 @@ def test_bugs_keep_their_traceback(tmp_path, fake, monkeypatch):
 
     monkeypatch.setattr(fake, "loss", bug)
     with pytest.raises(IndexError, match="Target 253"):
-        _main(*FAKE, "--out", str(tmp_path / "o"))
+        run(*FAKE, "--out", str(tmp_path / "o"))
     assert not os.path.exists(tmp_path / "o")  # a failed start, cleaned up all the same
 
 
@@ -418,10 +390,10 @@ def test_a_refused_command_touches_nothing(tmp_path, fake, capsys):
     """Refused because --out holds another comparison: its files stay, even without
     checkpoints."""
     out = str(tmp_path / "o")
-    assert _main(*FAKE, "--out", out) == 0
+    assert run(*FAKE, "--out", out) == 0
     for ckpt in (tmp_path / "o" / "runs").glob("*/checkpoint.pt"):
         ckpt.unlink()
     before = sorted(os.listdir(out))
-    assert _main(*FAKE, "--out", out) == 2
+    assert run(*FAKE, "--out", out) == 2
     assert "holds an earlier comparison (1 finished run(s))" in _one_line_error(capsys)
-    assert sorted(os.listdir(out)) == before and len(_rows(out)) == 1
+    assert sorted(os.listdir(out)) == before and len(read_rows(out)) == 1

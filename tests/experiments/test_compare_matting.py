@@ -4,43 +4,29 @@ Composition-1k-layout folder, ``--resume`` after SIGKILL, and 2-process DDP (glo
 Every run is shrunk (32 x 32 images, an eighth of the network's channels, a few steps) to keep
 the default suite fast; ``-m slow`` runs the documented ``--quick``.
 """
-import json
 import os
-import signal
-import subprocess
-import sys
 import time
 
 import pytest
 import torch
+from compare_cli import (
+    evaluate_saved,
+    kill_when_exists,
+    read_results,
+    resume_and_rerun,
+    run_cli,
+    torchrun,
+    with_out,
+)
 from PIL import Image
-
-from sapa.experiments import compare
-from sapa.experiments import distributed as D
-from sapa.experiments.trainer import evaluate
-from sapa.tasks import get_task
 
 METRICS = ("sad", "mse", "grad", "conn")
 TINY = ["--task", "matting", "--quick", "--image-size", "32", "--matting-width", "0.125",
         "--num-train", "8", "--num-val", "5", "--batch-size", "4"]
 
 
-def _env():
-    return {**os.environ, "OMP_NUM_THREADS": "1"}
-
-
-def _run_cli(*argv, timeout=300):
-    return subprocess.run([sys.executable, "-m", "sapa", "compare", *argv], capture_output=True,
-                          text=True, timeout=timeout, env=_env())
-
-
-def _data(out):
-    with open(os.path.join(out, "results.json")) as f:
-        return json.load(f)
-
-
 def _check_rows(out, upsamplers, seeds, num_images):
-    data = _data(out)
+    data = read_results(out)
     rows = data["rows"]
     assert {(r["upsampler"], r["seed"]) for r in rows} == {(u, s) for u in upsamplers for s in seeds}
     for r in rows:
@@ -65,7 +51,7 @@ def _check_figures(out):
 
 def test_quick_pipeline_end_to_end(tmp_path):
     out = str(tmp_path / "quick")
-    proc = _run_cli(*TINY, "--iters", "3", "--eval-every", "2", "--out", out)
+    proc = run_cli(*TINY, "--iters", "3", "--eval-every", "2", "--out", out)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "| bilinear | 1 |" in proc.stdout and "| sapa-b | 1 |" in proc.stdout
     data = _check_rows(out, ["bilinear", "sapa-b"], [0], num_images=5)
@@ -77,9 +63,9 @@ def test_quick_pipeline_end_to_end(tmp_path):
 
 def test_data_folder_in_the_composition_1k_layout(tmp_path, matting_layout):
     out = str(tmp_path / "dim")
-    proc = _run_cli("--task", "matting", "--quick", "--data", str(matting_layout),
-                    "--image-size", "32", "--matting-width", "0.125", "--batch-size", "2",
-                    "--iters", "2", "--upsamplers", "sapa-b", "--out", out)
+    proc = run_cli("--task", "matting", "--quick", "--data", str(matting_layout),
+                   "--image-size", "32", "--matting-width", "0.125", "--batch-size", "2",
+                   "--iters", "2", "--upsamplers", "sapa-b", "--out", out)
     assert proc.returncode == 0, proc.stderr[-3000:]
     data = _check_rows(out, ["sapa-b"], [0], num_images=4)  # every test image, 40 and 48 px
     assert data["config"]["data"] == str(matting_layout)
@@ -88,65 +74,40 @@ def test_data_folder_in_the_composition_1k_layout(tmp_path, matting_layout):
 
     # bad data stops the run with one line naming the file
     Image.new("L", (40, 40), 0).save(matting_layout / "Test_set/trimaps/hair_2_1.png")
-    proc = _run_cli("--task", "matting", "--quick", "--data", str(matting_layout),
-                    "--out", str(tmp_path / "bad"))
+    proc = run_cli("--task", "matting", "--quick", "--data", str(matting_layout),
+                   "--out", str(tmp_path / "bad"))
     assert proc.returncode == 2
     assert "sapa compare: error:" in proc.stderr and "hair_2_1.png: the trimap has no unknown" in proc.stderr
 
 
-def test_resume_after_sigkill_gives_the_uninterrupted_rows(tmp_path):
+def test_resume_after_sigkill_gives_the_uninterrupted_rows(tmp_path, one_thread):
     out = str(tmp_path / "killed")
     argv = [*TINY, "--iters", "12", "--eval-every", "6", "--ckpt-every", "2", "--no-figures",
             "--upsamplers", "sapa-b", "--out", out]
-    proc = subprocess.Popen([sys.executable, "-m", "sapa", "compare", *argv], env=_env(),
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     ckpt = os.path.join(out, "runs", "sapa-b-seed0", "checkpoint.pt")
-    deadline = time.monotonic() + 240
-    try:
-        while not os.path.exists(ckpt):
-            assert proc.poll() is None, proc.communicate()[1].decode()[-3000:]
-            assert time.monotonic() < deadline, "the run never wrote a checkpoint"
-            time.sleep(0.005)
-        proc.send_signal(signal.SIGKILL)
-    finally:
-        proc.kill()
-        proc.wait()
+    kill_when_exists(argv, ckpt, timeout=240)
     ck = torch.load(ckpt, weights_only=False)
     assert 2 <= ck["iter"] < 12 and "metrics" not in ck
 
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        assert compare.main(compare.parse_args([*argv, "--resume"])) == 0
-        ref = str(tmp_path / "uninterrupted")
-        assert compare.main(compare.parse_args([a if a != out else ref for a in argv])) == 0
-    finally:
-        torch.set_num_threads(n)
-    [resumed], [uninterrupted] = _data(out)["rows"], _data(ref)["rows"]
+    ref = str(tmp_path / "uninterrupted")
+    [resumed], [uninterrupted] = resume_and_rerun(argv, with_out(argv, ref))
     for k in (*METRICS, "num_images", "params", "flops", "iters"):
         assert resumed[k] == uninterrupted[k], k
 
 
 def test_two_cpu_processes_report_the_single_process_metrics(tmp_path):
     out = str(tmp_path / "ddp")
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-           "-m", "sapa", "compare", *TINY, "--upsamplers", "sapa-b", "--iters", "3",
-           "--eval-every", "3", "--eval-batch-size", "1", "--no-figures", "--device", "cpu",
-           "--out", out]
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=_env())
+    proc = torchrun(*TINY, "--upsamplers", "sapa-b", "--iters", "3", "--eval-every", "3",
+                    "--eval-batch-size", "1", "--no-figures", "--device", "cpu", "--out", out,
+                    timeout=300)
     assert proc.returncode == 0, (proc.stdout[-2000:], proc.stderr[-4000:])
     assert proc.stdout.count("sapa compare: done") == 1
-    data = _data(out)
+    data = read_results(out)
     [row] = data["rows"]
     assert row["world_size"] == 2 and row["num_images"] == 5  # 3 + 2 images, gathered
 
     # the saved model evaluated in one process gives the same numbers, exactly
-    ck = torch.load(os.path.join(out, row["checkpoint"]), weights_only=False)
-    task = get_task("matting")
-    train_set, val_set = task.build_datasets(data["config"])
-    model = task.build_model(data["config"], "sapa-b", train_set)
-    model.load_state_dict(ck["model"])
-    m = evaluate(task, model, val_set, data["config"], D.DistContext())
+    m = evaluate_saved(out, row, "sapa-b")
     for k in (*METRICS, "num_images"):
         assert m[k] == row[k], k
 
@@ -157,9 +118,9 @@ def test_documented_quick_run(tmp_path):
     idle cores; printed, not asserted, as the test machine may be shared)."""
     out = str(tmp_path / "quick")
     tic = time.perf_counter()
-    proc = _run_cli("--task", "matting", "--quick", "--out", out, "--threads", "1", timeout=1200)
+    proc = run_cli("--task", "matting", "--quick", "--out", out, "--threads", "1", timeout=1200)
     assert proc.returncode == 0, proc.stderr[-3000:]
     print(f"sapa compare --task matting --quick: {time.perf_counter() - tic:.0f} s wall")
-    data = _data(out)
+    data = read_results(out)
     assert {r["upsampler"] for r in data["rows"]} == {"bilinear", "sapa-b"}
     _check_figures(out)

@@ -6,6 +6,7 @@ import os
 
 import pytest
 import torch
+from compare_cli import parse_options
 
 from sapa.errors import UsageError
 from sapa.experiments import compare, files, results, stats
@@ -107,14 +108,6 @@ def test_train_config_checks():
         TrainConfig(iters=1, batch_size=2, eval_batch_size=0)
 
 
-@pytest.fixture
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def test_a_resumed_run_computes_what_the_uninterrupted_run_computes(tmp_path, monkeypatch,
                                                                      one_thread):
     train = SyntheticSegmentation("train", 8, 32, seed=0)
@@ -149,25 +142,12 @@ def _roundtrip(tmp_path, obj):
     return path
 
 
-def _args(**kw):
-    argv = []
-    for k, v in kw.items():
-        flag = "--" + k.replace("_", "-")
-        if v is True:
-            argv.append(flag)
-        elif isinstance(v, list):
-            argv += [flag, *map(str, v)]
-        else:
-            argv += [flag, str(v)]
-    return compare.parse_args(argv)
-
-
 def test_presets_and_explicit_arguments():
-    s = compare.resolve(_args(quick=True, iters=7))
+    s = compare.resolve(parse_options(quick=True, iters=7))
     assert s["task"] is SEGMENTATION and s["config"]["task"] == "segmentation"
     assert s["upsamplers"] == ["bilinear", "sapa-b"] and s["seeds"] == [0]
     assert s["train"].iters == 7 and s["config"]["num_train"] == 256
-    d = compare.resolve(_args())
+    d = compare.resolve(parse_options())
     assert d["upsamplers"] == ["bilinear", "sapa-b", "sapa-g"] and d["baseline"] == "bilinear"
     assert d["seeds"] == [0, 1, 2, 3, 4] and d["config"]["widths"] == [16, 32, 64, 128]
     assert d["train"].iters == 500
@@ -176,16 +156,16 @@ def test_presets_and_explicit_arguments():
 
 
 def test_upsamplers_are_space_separated_and_the_comma_list_still_works():
-    new = compare.resolve(_args(upsamplers=["bilinear", "sapa-b", "carafe"]))
-    old = compare.resolve(_args(upsamplers="bilinear,sapa-b,carafe"))
+    new = compare.resolve(parse_options(upsamplers=["bilinear", "sapa-b", "carafe"]))
+    old = compare.resolve(parse_options(upsamplers="bilinear,sapa-b,carafe"))
     assert new["upsamplers"] == old["upsamplers"] == ["bilinear", "sapa-b", "carafe"]
 
 
 def test_folder_data_defaults(tmp_path):
-    s = compare.resolve(_args(data=str(tmp_path)))
+    s = compare.resolve(parse_options(data=str(tmp_path)))
     assert s["config"]["data"] == str(tmp_path) and s["config"]["image_size"] == 256
     assert s["config"]["num_train"] is None and s["config"]["num_val"] is None
-    s = compare.resolve(_args(data=str(tmp_path), image_size=128, num_val=5))
+    s = compare.resolve(parse_options(data=str(tmp_path), image_size=128, num_val=5))
     assert s["config"]["image_size"] == 128 and s["config"]["num_val"] == 5
 
 
@@ -205,7 +185,7 @@ def test_folder_data_defaults(tmp_path):
     ({"channels": 0}, "--channels"),
 ])
 def test_bad_arguments_fail_before_any_work(kw, match, tmp_path, capsys):
-    args = _args(out=str(tmp_path / "out"), **kw)
+    args = parse_options(out=str(tmp_path / "out"), **kw)
     with pytest.raises(UsageError, match=match):
         compare.resolve(args)
     assert compare.main(args) == 2
@@ -224,7 +204,8 @@ def test_a_bad_data_folder_is_a_one_line_error_naming_the_file(tmp_path, capsys)
     for name in ("JPEGImages/a.jpg", "SegmentationClass/a.png"):
         (root / name).write_bytes(b"")
     out = tmp_path / "out"
-    assert compare.main(_args(data=str(root), out=str(out), image_size=32, no_figures=True)) == 2
+    args = parse_options(data=str(root), out=str(out), image_size=32, no_figures=True)
+    assert compare.main(args) == 2
     err = capsys.readouterr().err
     assert err == (f"sapa compare: error: {root}/ImageSets/Segmentation/train.txt, line 3: lists "
                    f"'b' but {root}/JPEGImages/b.jpg does not exist\n")

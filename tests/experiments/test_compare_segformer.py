@@ -1,16 +1,24 @@
 """``sapa compare --model segformer``: SegFormer in the segmentation task, end to end (command
 line, real-layout data, resume, DDP) and its options."""
 import copy
-import json
 import os
-import signal
-import subprocess
-import sys
 import time
 
 import numpy as np
 import pytest
 import torch
+from compare_cli import (
+    evaluate_saved,
+    kill_when_exists,
+    parse,
+    read_results,
+    read_rows,
+    resume_and_rerun,
+    run,
+    run_cli,
+    torchrun,
+    with_out,
+)
 from PIL import Image
 
 from sapa.errors import UsageError
@@ -27,29 +35,12 @@ TINY = ["--model", "segformer", "--quick", "--image-size", "32", "--num-train", 
 PER_MODULE = {"sapa-b": 17_472, "carafe": 74_148}
 
 
-@pytest.fixture
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
-def _env():
-    return {**os.environ, "OMP_NUM_THREADS": "1"}
-
-
-def _rows(out):
-    with open(os.path.join(out, "results.json")) as f:
-        return json.load(f)
-
-
 def test_quick_with_bilinear_carafe_sapa_b_sapa_g(tmp_path, capsys, one_thread):
     out = str(tmp_path / "seg")
     ups = ["bilinear", "carafe", "sapa-b", "sapa-g"]
     argv = [*TINY, "--iters", "2", "--eval-every", "2", "--upsamplers", *ups, "--out", out]
-    assert compare.main(compare.parse_args(argv)) == 0, capsys.readouterr().err[-3000:]
-    data = _rows(out)
+    assert run(*argv) == 0, capsys.readouterr().err[-3000:]
+    data = read_results(out)
     cfg = data["config"]
     assert (cfg["task"], cfg["model"], cfg["segformer_size"], cfg["image_size"]) == (
         "segmentation", "segformer", "b0", 32)
@@ -93,8 +84,8 @@ def test_real_layout_data(tmp_path, capsys, one_thread):
     argv = ["--model", "segformer", "--quick", "--data", str(data), "--image-size", "32",
             "--iters", "1", "--batch-size", "2", "--upsamplers", "sapa-b", "--no-figures",
             "--out", out]
-    assert compare.main(compare.parse_args(argv)) == 0
-    result = _rows(out)
+    assert run(*argv) == 0
+    result = read_results(out)
     assert result["config"]["data"] == str(data) and result["config"]["num_train"] is None
     [row] = result["rows"]
     assert row["upsampler"] == "sapa-b" and len(row["iou_per_class"]) == 150
@@ -102,7 +93,7 @@ def test_real_layout_data(tmp_path, capsys, one_thread):
 
 def _first_run_state(tmp_path, argv):
     """Settings and datasets of ``argv``'s first run (as ``compare.run`` makes them)."""
-    settings = compare.resolve(compare.parse_args([*argv, "--out", str(tmp_path / "x")]))
+    settings = compare.resolve(parse(*argv, "--out", str(tmp_path / "x")))
     task, config = settings["task"], settings["config"]
     train_set, val_set = task.build_datasets(config)
     return task, config, settings["train"], train_set, val_set
@@ -118,15 +109,15 @@ def test_resumed_segformer_run_ends_where_an_uninterrupted_one_does(tmp_path, mo
                         lambda path, state: saved.setdefault(state["iter"], copy.deepcopy(state)))
     ctx = D.DistContext()
 
-    def run(checkpoint=None):
+    def train(checkpoint=None):
         torch.manual_seed(0)
         model = task.build_model(config, "sapa-b", train_set)
         return trainer.train_run(task, model, train_set, val_set, config, cfg, ctx, seed=0,
                                  ckpt_path=str(tmp_path / "ck.pt"), checkpoint=checkpoint)
 
-    whole = run()
+    whole = train()
     assert sorted(saved) == [2, 4]
-    resumed = run(copy.deepcopy(saved[2]))
+    resumed = train(copy.deepcopy(saved[2]))
     assert resumed["metrics"] == whole["metrics"]
     assert resumed["curves"]["loss"] == whole["curves"]["loss"]
     for k, v in whole["model"].items():
@@ -139,24 +130,10 @@ def test_resume_after_sigkill(tmp_path):
     out = str(tmp_path / "killed")
     argv = [*TINY, "--iters", "12", "--eval-every", "12", "--ckpt-every", "2", "--no-figures",
             "--upsamplers", "sapa-b", "--out", out]
-    proc = subprocess.Popen([sys.executable, "-m", "sapa", "compare", *argv], env=_env(),
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     ckpt = os.path.join(out, "runs", "sapa-b-seed0", "checkpoint.pt")
-    deadline = time.monotonic() + 300
-    try:
-        while not os.path.exists(ckpt):
-            assert proc.poll() is None, proc.communicate()[1].decode()[-3000:]
-            assert time.monotonic() < deadline, "no checkpoint was written"
-            time.sleep(0.01)
-        proc.send_signal(signal.SIGKILL)
-    finally:
-        proc.kill()
-        proc.wait()
+    kill_when_exists(argv, ckpt, timeout=300, poll=0.01)
     assert 2 <= torch.load(ckpt, weights_only=False)["iter"] < 12
-    assert compare.main(compare.parse_args([*argv, "--resume"])) == 0
-    ref = str(tmp_path / "ref")
-    assert compare.main(compare.parse_args([*argv[:-1], ref])) == 0
-    [a], [b] = _rows(out)["rows"], _rows(ref)["rows"]
+    [a], [b] = resume_and_rerun(argv, with_out(argv, str(tmp_path / "ref")))
     for k in ("miou", "biou", "acc", "iou_per_class", "params", "flops", "iters"):
         assert a[k] == b[k], k
 
@@ -166,26 +143,19 @@ def test_two_cpu_processes(tmp_path):
     """torchrun with 2 gloo processes: the reported metrics are those of the saved model
     evaluated in one process (about a minute)."""
     out = str(tmp_path / "ddp")
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node",
-           "2", "-m", "sapa", "compare", *TINY, "--iters", "2", "--eval-every", "2",
-           "--num-val", "5", "--upsamplers", "sapa-g", "--no-figures", "--device", "cpu",
-           "--out", out]
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=_env())
+    proc = torchrun(*TINY, "--iters", "2", "--eval-every", "2", "--num-val", "5",
+                    "--upsamplers", "sapa-g", "--no-figures", "--device", "cpu", "--out", out,
+                    timeout=600)
     assert proc.returncode == 0, (proc.stdout[-2000:], proc.stderr[-4000:])
-    data = _rows(out)
-    [row] = data["rows"]
+    [row] = read_rows(out)
     assert row["world_size"] == 2
-    task = get_task("segmentation")
-    train_set, val_set = task.build_datasets(data["config"])
-    model = task.build_model(data["config"], "sapa-g", train_set)
-    model.load_state_dict(torch.load(os.path.join(out, row["checkpoint"]), weights_only=False)["model"])
-    m = trainer.evaluate(task, model, val_set, data["config"], D.DistContext())
+    m = evaluate_saved(out, row, "sapa-g")
     for k in ("miou", "biou", "acc", "iou_per_class"):
         assert m[k] == row[k], k
 
 
 def _resolve(*argv):
-    return compare.resolve(compare.parse_args([*argv, "--out", "unused"]))
+    return compare.resolve(parse(*argv, "--out", "unused"))
 
 
 @pytest.mark.parametrize("argv,message", [
@@ -227,11 +197,9 @@ def test_real_quick_run(tmp_path):
     idle cores; printed, not asserted, because the test machine may be shared)."""
     out = str(tmp_path / "quick")
     tic = time.perf_counter()
-    proc = subprocess.run([sys.executable, "-m", "sapa", "compare", "--model", "segformer",
-                           "--quick", "--out", out], capture_output=True, text=True,
-                          timeout=1800, env=_env())
+    proc = run_cli("--model", "segformer", "--quick", "--out", out, timeout=1800)
     print(f"sapa compare --model segformer --quick: {time.perf_counter() - tic:.0f} s wall")
     assert proc.returncode == 0, proc.stderr[-3000:]
-    rows = _rows(out)["rows"]
+    rows = read_rows(out)
     assert sorted(r["upsampler"] for r in rows) == ["bilinear", "sapa-b"]
     assert all(r["iters"] == 150 for r in rows)

@@ -7,9 +7,9 @@ import shutil
 
 import fake_task
 import pytest
+from compare_cli import run
 
-from sapa.experiments import compare, readme_tables
-from sapa.tasks import register_task, unregister_task
+from sapa.experiments import readme_tables
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -18,22 +18,9 @@ REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 def tiny_results(tmp_path_factory):
     """``results.json`` of a real (tiny) comparison: the fake task, 2 upsamplers x 2 seeds."""
     out = str(tmp_path_factory.mktemp("run") / "o")
-    task = fake_task.FakeTask()
-    register_task(task)
-    try:
-        argv = ["--task", "fake", "--no-figures", "--seeds", "0", "1", "2", "--out", out]
-        assert compare.main(compare.parse_args(argv)) == 0
+    with fake_task.registered():
+        assert run("--task", "fake", "--no-figures", "--seeds", "0", "1", "2", "--out", out) == 0
         yield os.path.join(out, "results.json")
-    finally:
-        unregister_task(task.name)
-
-
-@pytest.fixture
-def fake():
-    task = fake_task.FakeTask()
-    register_task(task)
-    yield task
-    unregister_task(task.name)
 
 
 def _doc(tmp_path, tiny_results, body_inside="stale"):

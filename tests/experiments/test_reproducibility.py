@@ -5,12 +5,10 @@ The thread count matters: torch's CPU kernels (convolutions, reductions) split t
 thread, so another ``--threads`` may change the last bits and, through training, the metrics;
 docs/compare.md ("Reproducibility") gives a measurement. SAPA's own CPU and GPU kernels gather
 their sums in a fixed order and do not depend on it."""
-import json
 import os
 
 import torch
-
-from sapa.experiments import compare
+from compare_cli import read_results, run
 
 TINY = ["--quick", "--image-size", "32", "--widths", "8,16,32", "--num-train", "16",
         "--num-val", "6", "--iters", "4", "--eval-every", "2", "--no-figures", "--threads", "1",
@@ -19,17 +17,13 @@ TIMING = ("train_s",)
 
 
 def _run(out):
-    assert compare.main(compare.parse_args([*TINY, "--out", out])) == 0
-    with open(os.path.join(out, "results.json")) as f:
-        return json.load(f)
+    assert run(*TINY, "--out", out) == 0
+    return read_results(out)
 
 
-def test_the_same_command_and_thread_count_reproduce_every_row_bit_for_bit(tmp_path):
-    threads = torch.get_num_threads()
-    try:
-        a, b = _run(str(tmp_path / "a")), _run(str(tmp_path / "b"))
-    finally:
-        torch.set_num_threads(threads)
+def test_the_same_command_and_thread_count_reproduce_every_row_bit_for_bit(tmp_path,
+                                                                          one_thread):
+    a, b = _run(str(tmp_path / "a")), _run(str(tmp_path / "b"))
     assert a["environment"]["torch_threads"] == 1
     for ra, rb in zip(a["rows"], b["rows"], strict=True):
         assert {k: v for k, v in ra.items() if k not in TIMING} == \

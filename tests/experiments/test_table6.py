@@ -1,8 +1,9 @@
 """Table 6 as a grid of upsampler specs, and the Table-6-shaped markdown of result rows."""
 import pytest
-import torch
+from compare_cli import parse, run
 
 from sapa import build_upsampler
+from sapa.errors import UsageError
 from sapa.experiments import compare
 from sapa.experiments.table6 import BLOCKS, TABLE6, table6_markdown, table6_specs
 from sapa.modules.factory import parse_upsampler_spec
@@ -57,31 +58,15 @@ def test_markdown_other_metric():
 # ---- sapa compare --preset table6 ---------------------------------------------------------------
 
 def test_preset_runs_the_grid():
-    settings = compare.resolve(compare.parse_args(["--preset", "table6", "--model", "segformer",
-                                                   "--out", "unused"]))
+    settings = compare.resolve(parse("--preset", "table6", "--model", "segformer",
+                                     "--out", "unused"))
     assert settings["upsamplers"] == table6_specs()
     assert settings["preset"].name == "table6"
 
 
-def test_preset_belongs_to_segmentation():
-    import fake_task
-    from sapa.errors import UsageError
-    from sapa.tasks import register_task, unregister_task
-
-    register_task(fake_task.FakeTask())
-    try:
-        with pytest.raises(UsageError, match="--preset table6 is a comparison of --task segmentation"):
-            compare.resolve(compare.parse_args(["--task", "fake", "--preset", "table6", "--out", "x"]))
-    finally:
-        unregister_task("fake")
-
-
-@pytest.fixture
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+def test_preset_belongs_to_segmentation(fake):
+    with pytest.raises(UsageError, match="--preset table6 is a comparison of --task segmentation"):
+        compare.resolve(parse("--task", "fake", "--preset", "table6", "--out", "x"))
 
 
 def _tiny_preset(tmp_path, upsamplers):
@@ -92,7 +77,7 @@ def _tiny_preset(tmp_path, upsamplers):
             "--no-figures", "--out", out]
     if upsamplers:
         argv += ["--upsamplers", *upsamplers]
-    assert compare.main(compare.parse_args(argv)) == 0
+    assert run(*argv) == 0
     with open(f"{out}/results.md") as f:
         return f.read()
 

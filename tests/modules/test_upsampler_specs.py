@@ -6,8 +6,13 @@ import pytest
 import torch
 
 import sapa
-from sapa.modules import (SAPA, format_upsampler_spec, is_guided, parse_upsampler_spec,
-                          upsampler_options)
+from sapa.modules import (
+    SAPA,
+    format_upsampler_spec,
+    is_guided,
+    parse_upsampler_spec,
+    upsampler_options,
+)
 from sapa.modules.carafe import CARAFE
 
 

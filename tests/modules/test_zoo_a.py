@@ -329,8 +329,9 @@ def naive_dysample(up, x):
     (grid_sample, bilinear, align_corners=False, border padding: clamp, then interpolate)."""
     b, c, h, w = x.shape
     s, g = up.scale_factor, up.groups
-    conv = lambda m, t: torch.einsum("oc,bchw->bohw", m.weight[:, :, 0, 0], t) + (
-        0 if m.bias is None else m.bias.view(1, -1, 1, 1))
+    def conv(m, t):
+        return torch.einsum("oc,bchw->bohw", m.weight[:, :, 0, 0], t) + (
+            0 if m.bias is None else m.bias.view(1, -1, 1, 1))
     # learned offsets per output point: d[:, comp, group, P, Q], comp 0 = x, 1 = y
     d = x.new_zeros(b, 2, g, s * h, s * w)
     if up.style == "lp":

@@ -5,12 +5,12 @@ Eq. (4) property, half precision, non-contiguous / channels_last inputs and an e
 """
 from __future__ import annotations
 
+import ground_truth as gt
 import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
 
-import ground_truth as gt
 from sapa.ops import sapa_attention
 
 B, D, C = 2, 4, 3

@@ -2,12 +2,12 @@
 composition against the fused op, and the window index order ``p = (u + r) * K + (w + r)``."""
 from __future__ import annotations
 
+import ground_truth as gt
 import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
 
-import ground_truth as gt
 from sapa.ops import local_assemble, local_similarity, sapa_attention
 
 D, C = 3, 4

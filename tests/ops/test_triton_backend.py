@@ -263,7 +263,8 @@ def _similarity_grad(scores, seed):
 def test_similarity_matches_reference(border, size, kernel_size, dtype):
     q, k, _, _ = attention_inputs(size, dtype=dtype)
     g = _similarity_grad(reference.local_similarity(q.double(), k.double(), kernel_size, border), 7)
-    fn = lambda q, k: local_similarity(q, k, kernel_size, border=border, backend="triton")
+    def fn(q, k):
+        return local_similarity(q, k, kernel_size, border=border, backend="triton")
     results = run(fn, (q, k), g.to(dtype))
     wanted = expected(lambda q, k: reference.local_similarity(q, k, kernel_size, border), (q, k), g)
     # -inf at the same places ("valid"), then compare the finite values
@@ -283,7 +284,8 @@ def test_assemble_matches_reference(border, size, kernel_size, dtype):
     kernels = randn((1, kernel_size**2, ho, wo), 3, dtype)
     v = randn((1, 5, h, w), 4, dtype)
     g = randn((1, 5, ho, wo), 5, dtype)
-    fn = lambda a, v: local_assemble(a, v, kernel_size, border=border, backend="triton")
+    def fn(a, v):
+        return local_assemble(a, v, kernel_size, border=border, backend="triton")
     results = run(fn, (kernels, v), g)
     wanted = expected(lambda a, v: reference.local_assemble(a, v, kernel_size, border),
                       (kernels, v), g)
@@ -306,7 +308,8 @@ def test_primitives_several_programs_and_deterministic(monkeypatch):
     small_tiles(monkeypatch)
     q, k, v, g = attention_inputs()
     gs = _similarity_grad(reference.local_similarity(q, k, 3, "valid"), 9)
-    sim = lambda q, k: local_similarity(q, k, 3, border="valid", backend="triton")
+    def sim(q, k):
+        return local_similarity(q, k, 3, border="valid", backend="triton")
     first = run(sim, (q, k), gs)
     assert all(torch.equal(a, b) for a, b in zip(first, run(sim, (q, k), gs)))
     wanted = expected(lambda q, k: reference.local_similarity(q, k, 3, "valid"), (q, k), gs)
@@ -315,7 +318,8 @@ def test_primitives_several_programs_and_deterministic(monkeypatch):
     check(first[1:], wanted[1:], TOL_F64, names=("grad_q", "grad_k"))
 
     kernels = randn((1, 9, 9, 11), 11)
-    asm = lambda a, v: local_assemble(a, v, 3, backend="triton")
+    def asm(a, v):
+        return local_assemble(a, v, 3, backend="triton")
     first = run(asm, (kernels, v), g)
     assert all(torch.equal(a, b) for a, b in zip(first, run(asm, (kernels, v), g)))
     check(first, expected(lambda a, v: reference.local_assemble(a, v, 3, "zeros"), (kernels, v), g),
@@ -328,10 +332,12 @@ def test_primitives_gradcheck():
     kernels = randn((1, 9, ho, wo), 6)
     for border in BORDERS:
         # "valid" writes -inf at outside points: check the similarity through a finite map
-        sim = lambda q, k: local_similarity(q, k, 3, border=border, backend="triton").clamp(min=-1e3)
+        def sim(q, k):
+            return local_similarity(q, k, 3, border=border, backend="triton").clamp(min=-1e3)
         assert torch.autograd.gradcheck(sim, [q.requires_grad_(), k.requires_grad_()],
                                         fast_mode=True)
-    asm = lambda a, v: local_assemble(a, v, 3, backend="triton")
+    def asm(a, v):
+        return local_assemble(a, v, 3, backend="triton")
     assert torch.autograd.gradcheck(asm, [kernels.requires_grad_(), v.requires_grad_()],
                                     fast_mode=True)
 

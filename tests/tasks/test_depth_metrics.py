@@ -5,8 +5,14 @@ import numpy as np
 import pytest
 import torch
 
-from sapa.tasks.depth.metrics import (METRICS, DepthMeter, clip_prediction, depth_errors,
-                                      eigen_crop_mask, valid_mask)
+from sapa.tasks.depth.metrics import (
+    METRICS,
+    DepthMeter,
+    clip_prediction,
+    depth_errors,
+    eigen_crop_mask,
+    valid_mask,
+)
 
 LN2, LN125 = math.log(2), math.log(1.25)
 

@@ -4,9 +4,9 @@ import os
 import numpy as np
 import pytest
 import torch
+from nyu_layout import write_nyu_layout
 from PIL import Image
 
-from nyu_layout import write_nyu_layout
 from sapa.errors import UsageError
 from sapa.tasks.depth.nyu import NYUDepthV2, crop_size, is_nyu_root
 

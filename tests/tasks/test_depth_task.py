@@ -4,8 +4,9 @@ import os
 
 import pytest
 import torch
-
+from compare_cli import parse_options
 from nyu_layout import write_nyu_layout
+
 from sapa.errors import UsageError
 from sapa.tasks import available_tasks, get_task
 from sapa.tasks.base import Meter, Task, check_task
@@ -15,9 +16,8 @@ QUICK = {"data": "synthetic", "image_size": 32, "num_train": 4, "num_val": 3, "d
 
 
 def _args(**kw):
-    p = argparse.ArgumentParser()
-    TASK.add_arguments(p.add_argument_group("depth"))
-    return p.parse_args([a for k, v in kw.items() for a in (f"--{k.replace('_', '-')}", str(v))])
+    """``sapa compare --task depth``'s arguments, ``kw`` as options."""
+    return parse_options(task="depth", **kw)
 
 
 def _batch(items):

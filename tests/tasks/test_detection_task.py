@@ -1,11 +1,11 @@
 """``sapa.tasks.detection.TASK``: every method of the Task contract, called directly."""
 from __future__ import annotations
 
-import argparse
 import os
 
 import pytest
 import torch
+from compare_cli import parse
 
 from sapa.errors import UsageError
 from sapa.tasks import available_tasks, get_task
@@ -26,13 +26,8 @@ class OneProcess:
 
 
 def _args(argv=()):
-    parser = argparse.ArgumentParser()
-    group = parser.add_argument_group("detection")
-    TASK.add_arguments(group)
-    parser.add_argument("--image-size", type=int)
-    parser.add_argument("--num-train", type=int)
-    parser.add_argument("--num-val", type=int)
-    return parser.parse_args(list(argv))
+    """``sapa compare --task detection argv``'s arguments."""
+    return parse("--task", "detection", *argv)
 
 
 def _settings(**kw):

@@ -167,7 +167,7 @@ def test_a_truncated_image_is_named_when_read(voc):
 
 
 def test_sapa_compare_names_a_bad_label_in_one_line(voc, tmp_path, capsys):
-    from sapa.experiments import compare
+    from compare_cli import run
 
     lab = np.zeros((30, 50), dtype=np.uint8)
     lab[3, 3] = 253
@@ -176,7 +176,7 @@ def test_sapa_compare_names_a_bad_label_in_one_line(voc, tmp_path, capsys):
     argv = ["--data", str(voc), "--image-size", "32", "--widths", "4,8", "--iters", "3",
             "--batch-size", "2", "--upsamplers", "bilinear", "--seeds", "0", "--no-figures",
             "--out", str(tmp_path / "o")]
-    assert compare.main(compare.parse_args(argv)) == 2
+    assert run(*argv) == 2
     err = capsys.readouterr().err
     assert err.startswith(f"sapa compare: error: {bad}: label values 253 are not classes")
     assert err.count("\n") == 1

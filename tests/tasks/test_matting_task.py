@@ -1,11 +1,11 @@
 """The matting task's methods, called directly as ``sapa compare`` calls them: options,
 data sets at quick size, a model per upsampler with one training step, inference and the meter,
 figures."""
-import argparse
 import os
 
 import pytest
 import torch
+from compare_cli import parse_options
 
 from sapa.modules import list_upsamplers
 from sapa.tasks.matting import TASK, MattingTask
@@ -13,14 +13,8 @@ from sapa.tasks.matting.metrics import METRICS
 
 
 def _args(**kw):
-    p = argparse.ArgumentParser()
-    TASK.add_arguments(p.add_argument_group("matting"))
-    ns = p.parse_args([])
-    for k in ("image_size", "num_train", "num_val"):
-        setattr(ns, k, None)
-    for k, v in kw.items():
-        setattr(ns, k, v)
-    return ns
+    """``sapa compare --task matting``'s arguments, ``kw`` as options."""
+    return parse_options(task="matting", **kw)
 
 
 def _settings(**kw):

@@ -6,10 +6,16 @@ import pytest
 import torch
 from scipy import ndimage
 
-from sapa.tasks.segmentation.metrics import (SegmentationMeter, boundary_counts,
-                                             boundary_dilation, confusion_matrix,
-                                             iou_per_class, mask_boundary, mean_iou,
-                                             pixel_accuracy)
+from sapa.tasks.segmentation.metrics import (
+    SegmentationMeter,
+    boundary_counts,
+    boundary_dilation,
+    confusion_matrix,
+    iou_per_class,
+    mask_boundary,
+    mean_iou,
+    pixel_accuracy,
+)
 
 
 def test_confusion_matrix_miou_and_accuracy_by_hand():

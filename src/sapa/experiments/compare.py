@@ -46,11 +46,23 @@ from . import distributed as D
 from . import stats
 from .checkpoints import config_differences, load_checkpoint
 from .figures import draw_all
-from .files import (OutLock, atomic_write_json, atomic_write_text, check_out_dir, make_out_dir,
-                    write_errors)
+from .files import (
+    OutLock,
+    atomic_write_json,
+    atomic_write_text,
+    check_out_dir,
+    make_out_dir,
+    write_errors,
+)
 from .presets import PRESETS
-from .results import (RESULTS_JSON, RESULTS_MD, check_rows, environment, load_results,
-                      results_markdown)
+from .results import (
+    RESULTS_JSON,
+    RESULTS_MD,
+    check_rows,
+    environment,
+    load_results,
+    results_markdown,
+)
 from .specs import run_name, split_upsamplers
 from .trainer import TrainConfig, format_metric, train_run
 

@@ -2,8 +2,8 @@
 ``results.md`` gets for it (shaped like the paper's)."""
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 from .table6 import table6_markdown, table6_specs
 

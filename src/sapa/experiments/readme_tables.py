@@ -31,8 +31,14 @@ import sys
 from ..errors import UsageError, usage_message
 from ..tasks import get_task
 from . import stats
-from .results import (check_rows, conclusions, differences_table, load_results, markdown_table,
-                      statistics_note)
+from .results import (
+    check_rows,
+    conclusions,
+    differences_table,
+    load_results,
+    markdown_table,
+    statistics_note,
+)
 
 BEGIN = re.compile(r"^<!-- sapa-results: (?P<path>\S+)(?: show=(?P<show>[a-z,]+))? -->$")
 END = "<!-- /sapa-results -->"

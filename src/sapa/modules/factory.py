@@ -15,7 +15,8 @@ from __future__ import annotations
 import inspect
 import math
 import re
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import torch.nn as nn
 

@@ -9,8 +9,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ..ops import _checks
-from ..ops import _normalizers
+from ..ops import _checks, _normalizers
 from ..ops._geometry import nearest_upsample
 from ..ops.sampled import sampled_attention, sampled_similarity, sampling_locations
 from ._inputs import check_backend, check_guided, positive_int

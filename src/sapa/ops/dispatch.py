@@ -26,8 +26,7 @@ import warnings
 
 import torch
 
-from .backends import FAMILIES, BackendUnavailable, Unavailable
-from .backends import lean, numba, reference, triton
+from .backends import FAMILIES, BackendUnavailable, Unavailable, lean, numba, reference, triton
 
 logger = logging.getLogger("sapa.dispatch")
 

@@ -32,8 +32,9 @@ Adding a task: a package ``sapa/tasks/<name>/`` whose ``__init__`` defines ``TAS
 from __future__ import annotations
 
 import argparse
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable, Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 import torch
 import torch.nn as nn

@@ -70,8 +70,8 @@ def _assign_classes(rng, segments: np.ndarray) -> np.ndarray:
 
 def _thin_curves(rng, size: int) -> np.ndarray:
     """Bool mask of 0-3 random Bezier strokes, 1 or 2 px wide."""
-    from skimage.draw import bezier_curve
     from scipy import ndimage
+    from skimage.draw import bezier_curve
 
     mask = np.zeros((size, size), dtype=bool)
     for _ in range(rng.integers(0, 4)):

@@ -11,8 +11,18 @@ Shapes: ``kernels`` (``a``) ``B x K*K x HO x WO``, ``v`` ``B x C x H x W``, ``ou
 import triton
 import triton.language as tl
 
-from ._common import (block_points, channel_block, channel_dot, gather_tile, load_channels,
-                      projective, source_rows, store_channels, store_gathered, window_point)
+from ._common import (
+    block_points,
+    channel_block,
+    channel_dot,
+    gather_tile,
+    load_channels,
+    projective,
+    source_rows,
+    store_channels,
+    store_gathered,
+    window_point,
+)
 
 
 @triton.jit

@@ -17,9 +17,24 @@ Shapes: ``q`` ``B x D x HO x WO``, ``k`` ``B x D x H x W``, ``v`` ``B x C x H x 
 import triton
 import triton.language as tl
 
-from ._common import (NEG_BIG, NONE, SOFTMAX, block_points, channel_block, channel_dot,
-                      gather_tile, h_of, kernel_weight, load_channels, projective, score_grad,
-                      source_rows, store_channels, store_gathered, window_point)
+from ._common import (
+    NEG_BIG,
+    NONE,
+    SOFTMAX,
+    block_points,
+    channel_block,
+    channel_dot,
+    gather_tile,
+    h_of,
+    kernel_weight,
+    load_channels,
+    projective,
+    score_grad,
+    source_rows,
+    store_channels,
+    store_gathered,
+    window_point,
+)
 
 
 @triton.jit

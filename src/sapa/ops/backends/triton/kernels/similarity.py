@@ -15,8 +15,18 @@ Shapes: ``q`` ``B x D x HO x WO``, ``k`` ``B x D x H x W``, scores / their gradi
 import triton
 import triton.language as tl
 
-from ._common import (block_points, channel_block, channel_dot, gather_tile, load_channels,
-                      projective, source_rows, store_channels, store_gathered, window_point)
+from ._common import (
+    block_points,
+    channel_block,
+    channel_dot,
+    gather_tile,
+    load_channels,
+    projective,
+    source_rows,
+    store_channels,
+    store_gathered,
+    window_point,
+)
 
 
 @triton.jit
