@@ -14,6 +14,8 @@ import sys
 COMMANDS = {
     "compare": ("sapa.experiments.compare", "train upsamplers side by side (any task) and report them"),
     "flops": ("sapa.experiments.flops", "FLOPs and parameters of every upsampler (Table 1)"),
+    "export": ("sapa.experiments.export", "export an upsampler or a trained model to ONNX and "
+                                          "check it in ONNX Runtime"),
 }
 
 

@@ -25,9 +25,53 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from ..ops import _checks
+from ..ops.dispatch import exporting_onnx
 from ..ops.functional import local_assemble
 from ._inputs import check_backend, check_guided, positive_int
 from .factory import register_upsampler
+
+
+def _pooling_matrix(size: int, out: int, like: torch.Tensor) -> torch.Tensor:
+    """``out x size``: row ``i`` averages ``[floor(i size / out), ceil((i + 1) size / out))``,
+    the cells of ``F.adaptive_avg_pool2d``."""
+    i = torch.arange(out, device=like.device)[:, None]
+    j = torch.arange(size, device=like.device)[None, :]
+    inside = (j >= i * size // out) & (j < ((i + 1) * size + out - 1) // out)
+    inside = inside.to(like.dtype)
+    return inside / inside.sum(1, keepdim=True)
+
+
+def _adaptive_avg_pool_matmul(x: torch.Tensor, out: int) -> torch.Tensor:
+    """``F.adaptive_avg_pool2d(x, out)`` as two products with pooling matrices, for ONNX: it
+    has no adaptive pooling, and the exporter's translation fixes the cells to the traced
+    size when ``out`` does not divide it."""
+    rows = _pooling_matrix(x.shape[2], out, x)
+    cols = _pooling_matrix(x.shape[3], out, x)
+    return torch.einsum("ih,bchw,jw->bcij", rows, x, cols)
+
+
+def _per_sample_filter_taps(guide: torch.Tensor, f: torch.Tensor, padding: int) -> torch.Tensor:
+    """``f[b, i] *_2 guide[b, c]`` (stride-2 correlation, zero padding) summed one filter tap at
+    a time: ``B x Cg x H x W`` guide, ``B x F x k x k`` filters (``F`` per sample) ->
+    ``B x F x Cg x H_out x W_out``.
+
+    The same sums as the grouped convolutions in ``A2U._filtered``, for ONNX: its ``Conv`` takes
+    the group count (here the batch size) as a fixed attribute, so the grouped form would fix
+    the batch of an exported model. No ``k^2``-fold intermediate: one strided slice of the
+    guide per tap, shared by the ``F`` filters. As fast as the grouped convolution forward but
+    twice as slow backward, hence only used in export.
+    """
+    k = f.shape[-1]
+    g = F.pad(guide, (padding,) * 4)
+    h_out = (guide.shape[2] + 2 * padding - k) // 2 + 1
+    w_out = (guide.shape[3] + 2 * padding - k) // 2 + 1
+    out = None
+    for i in range(k):
+        for j in range(k):
+            tap = g[:, None, :, i : i + 2 * h_out - 1 : 2, j : j + 2 * w_out - 1 : 2]
+            tap = tap * f[:, :, None, i, j, None, None]
+            out = tap if out is None else out + tap
+    return out
 
 
 class A2U(nn.Module):
@@ -53,6 +97,9 @@ class A2U(nn.Module):
             32 whenever ``Cg`` is a multiple of 32.
         backend: forwarded to ``sapa.local_assemble`` (``None``: automatic).
     """
+
+    # the guide must be exactly this many times x's size (see sapa.deploy.upsampler_axes)
+    guide_scale = 2
 
     def __init__(self, in_channels: int, guide_channels: int | None = None, *,
                  kernel_size: int = 3, encode_kernel_size: int = 6, num_groups: int | None = None,
@@ -91,19 +138,26 @@ class A2U(nn.Module):
     def _check_inputs(self, x, guide):
         check_guided("A2U", x, guide, self.in_channels, self.guide_channels, exact_scale=2)
 
-    def _filter(self, guide, proj, norm):
-        """``LReLU(GN(f *_2 guide_c))`` for every channel with one dynamic ``k x k`` filter
-        ``f = proj(pool_k(guide))`` per sample: ``B x Cg x H x W``."""
+    def _filtered(self, guide):
+        """``(f_u *_2 guide_c, f_v *_2 guide_c)`` for every channel, with the dynamic ``k x k``
+        filters ``f = proj(pool_k(guide))`` of each sample: two ``B x Cg x H x W``."""
         k = self.encode_kernel_size
-        f = proj(F.adaptive_avg_pool2d(guide, k))  # B x 1 x k x k
+        pad = (k - 1) // 2
+        if exporting_onnx():
+            pooled = _adaptive_avg_pool_matmul(guide, k)
+            f = torch.cat([self.proj_u(pooled), self.proj_v(pooled)], dim=1)  # B x 2 x k x k
+            out = _per_sample_filter_taps(guide, f, pad)
+            return out[:, 0], out[:, 1]
+        pooled = F.adaptive_avg_pool2d(guide, k)
         # channels as the batch and samples as groups: every sample meets its own filter
-        out = F.conv2d(guide.transpose(0, 1), f, stride=2, padding=(k - 1) // 2,
-                       groups=guide.shape[0])
-        return F.leaky_relu(norm(out.transpose(0, 1)), 0.01)
+        return tuple(F.conv2d(guide.transpose(0, 1), proj(pooled), stride=2, padding=pad,
+                              groups=guide.shape[0]).transpose(0, 1)
+                     for proj in (self.proj_u, self.proj_v))
 
     def _kernels(self, guide):
-        affinity = (self._filter(guide, self.proj_u, self.norm_u)
-                    * self._filter(guide, self.proj_v, self.norm_v)).sum(1, keepdim=True)
+        u, v = self._filtered(guide)
+        affinity = (F.leaky_relu(self.norm_u(u), 0.01)
+                    * F.leaky_relu(self.norm_v(v), 0.01)).sum(1, keepdim=True)
         affinity = affinity / math.sqrt(self.guide_channels)  # B x 1 x H x W
         logits = F.pixel_shuffle(self.proj_p(F.adaptive_avg_pool2d(guide, 1)) * affinity, 2)
         if self.kernel_size == 1:

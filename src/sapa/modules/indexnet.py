@@ -72,6 +72,9 @@ class IndexNetUpsample(nn.Module):
         context: ``4 x 4`` index convolutions (default) instead of ``2 x 2``.
     """
 
+    # the guide must be exactly this many times x's size (see sapa.deploy.upsampler_axes)
+    guide_scale = 2
+
     def __init__(self, in_channels: int, guide_channels: int | None = None, *,
                  block: str = "holistic", nonlinear: bool = True, context: bool = True):
         super().__init__()

@@ -37,6 +37,12 @@ class FixedScaleUpsampler(nn.Module):
         self.in_channels = positive_int("in_channels", in_channels)
         self.scale_factor = positive_int("scale_factor", scale_factor)
 
+    @property
+    def guide_scale(self) -> int:
+        """A guide, when given, must be exactly this many times ``x``'s size (see
+        ``sapa.deploy.upsampler_axes``)."""
+        return self.scale_factor
+
     def check_inputs(self, x: torch.Tensor, guide: torch.Tensor | None) -> None:
         name = type(self).__name__
         check_x(x, self.in_channels)

@@ -105,6 +105,12 @@ class SAPAD(nn.Module):
                 f"normalizer={self.normalizer!r}, norm={self.norm!r}, "
                 f"high_offset={self.high_offset}")
 
+    @property
+    def guide_scale(self) -> int | None:
+        """``scale_factor`` with ``high_offset`` (the guide must be exactly that many times
+        ``x``'s size), else ``None`` (any ``H' >= H``); see ``sapa.deploy.upsampler_axes``."""
+        return self.scale_factor if self.high_offset else None
+
     def _check_inputs(self, x, guide):
         check_guided("SAPA-D", x, guide, self.in_channels, self.guide_channels)
         s = self.scale_factor

@@ -165,7 +165,8 @@ def check_sampled_args(q, k, offsets, groups, num_points, v=None) -> None:
         check_nonempty(name, t, {"q": "G*d", "k": "G*d", "v": "C", "offsets": "2*G*N"}[name],
                        "H x W" if name in ("k", "v") else "H' x W'")
     batch = {name: t.shape[0] for name, t in named.items()}
-    if len(set(batch.values())) != 1:
+    # compared pairwise, not through a set: symbolic sizes (torch.export) are unhashable
+    if any(b != q.shape[0] for b in batch.values()):
         raise ValueError(f"{', '.join(batch)} must share the batch size, got {batch}")
     if q.shape[1] != k.shape[1]:
         raise ValueError(

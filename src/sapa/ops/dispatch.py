@@ -12,6 +12,9 @@ choice is made when the op *runs*, inside the custom op (its ``backend`` argumen
 ``"auto"``), not when it is traced: a program made by ``torch.export`` or ``torch.compile`` on
 one device chooses again on the device it runs on.
 
+While an ONNX exporter traces (``exporting_onnx``), no backend is chosen: the public ops trace
+``sapa.ops._onnx``'s plain-PyTorch formulation, which becomes standard ONNX operators.
+
 A backend that should run some tensors but cannot (numba missing or disabled, Triton unable to
 compile for this GPU, a failed first launch) is passed over by the automatic choice with one
 ``RuntimeWarning`` per backend saying why; a forced backend raises instead.
@@ -72,6 +75,14 @@ def canonical_backend(backend, family: str = "window") -> str:
         also = f" (or the alias {aliases[0]!r})" if len(aliases) == 1 else ""
         raise ValueError(f"backend must be None or one of {names}{also}, got {backend!r}")
     return name
+
+
+def exporting_onnx() -> bool:
+    """Whether ``torch.onnx.export`` is tracing the ops now (either exporter). The public ops
+    then trace ``sapa.ops._onnx``'s plain-PyTorch formulation instead of a custom op, whatever
+    backend they were given: ONNX has no translation of ``torch.ops.sapa.*``, and no backend
+    runs in an ONNX graph. ``torch.compile`` reads this as ``False``."""
+    return torch.onnx.is_in_onnx_export()
 
 
 def _debug(msg, *args):

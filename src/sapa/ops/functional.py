@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from . import _checks, _library, dispatch
+from . import _checks, _library, _onnx, dispatch
 from ._dtypes import apply_autocast_policy
 from .backends import reference
 
@@ -51,6 +51,8 @@ def sapa_attention(
 def _attention(q, k, v, kernel_size, normalizer, border, backend):
     _checks.check_attention_args(q, k, v, kernel_size, normalizer, border)
     name = dispatch.canonical_backend(backend)
+    if dispatch.exporting_onnx():  # the backend does not matter in an ONNX graph
+        return _onnx.sapa_attention(q, k, v, kernel_size, normalizer, border)
     if name == "reference":
         return reference.sapa_attention(q, k, v, kernel_size, normalizer, border)
     return _library.attention(q, k, v, kernel_size, normalizer, border, name)[0]
@@ -83,6 +85,8 @@ def local_similarity(
 def _similarity(q, k, kernel_size, border, backend):
     _checks.check_similarity_args(q, k, kernel_size, border)
     name = dispatch.canonical_backend(backend)
+    if dispatch.exporting_onnx():  # the backend does not matter in an ONNX graph
+        return _onnx.local_similarity(q, k, kernel_size, border)
     if name == "reference":
         return reference.local_similarity(q, k, kernel_size, border)
     return _library.similarity(q, k, kernel_size, border, name)
@@ -115,6 +119,8 @@ def local_assemble(
 def _assemble(kernels, v, kernel_size, border, backend):
     _checks.check_assemble_args(kernels, v, kernel_size, border)
     name = dispatch.canonical_backend(backend)
+    if dispatch.exporting_onnx():  # the backend does not matter in an ONNX graph
+        return _onnx.local_assemble(kernels, v, kernel_size, border)
     if name == "reference":
         return reference.local_assemble(kernels, v, kernel_size, border)
     return _library.assemble(kernels, v, kernel_size, border, name)

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import torch
 
-from . import _checks, _library, dispatch
+from . import _checks, _library, _onnx, dispatch
 from ._dtypes import apply_autocast_policy
 from .backends.lean import sampled as lean_sampled
 from .backends.reference import sampled as reference_sampled
@@ -74,6 +74,8 @@ def _sampled_attention(q, k, v, offsets, groups, num_points, normalizer, backend
     _checks.check_sampled_args(q, k, offsets, groups, num_points, v)
     _checks.check_choice("normalizer", normalizer, _checks.NORMALIZERS)
     name = dispatch.canonical_backend(backend, "sampled")
+    if dispatch.exporting_onnx():  # the backend does not matter in an ONNX graph
+        return _onnx.sampled_attention(q, k, v, offsets, groups, num_points, normalizer)
     if name == "reference":
         return reference_sampled.sampled_attention(q, k, v, offsets, groups, num_points,
                                                    normalizer)

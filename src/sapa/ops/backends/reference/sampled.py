@@ -41,9 +41,11 @@ def sampling_grid(offsets, groups, num_points, in_size):
     """
     loc = sampling_locations(offsets, groups, num_points, in_size)
     b, _, _, _, hq, wq = loc.shape
-    size = loc.new_tensor([in_size[1], in_size[0]]).view(1, 1, 1, 2, 1, 1)
-    grid = (2 * loc + 1) / size - 1
-    return grid.permute(0, 1, 2, 4, 5, 3).reshape(b * groups, num_points, hq, wq, 2)
+    # x and y divided by their sizes as numbers, not by a tensor made of them: that would
+    # fix the sizes of a program made by torch.export (ONNX) to those it was traced with
+    grid = torch.stack([(2 * loc[:, :, :, 0] + 1) / in_size[1] - 1,
+                        (2 * loc[:, :, :, 1] + 1) / in_size[0] - 1], dim=-1)
+    return grid.reshape(b * groups, num_points, hq, wq, 2)
 
 
 def grid_scale(in_size, like):
