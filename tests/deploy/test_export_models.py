@@ -1,12 +1,15 @@
 """The models ``sapa compare`` trains, built by their tasks, exported to ONNX and checked in ONNX
 Runtime on other batch and image sizes than the example's: SegNet (with every upsampler), FPN on
-a timm ResNet, SegFormer (MiT-B0), BTS (depth), A2U's matting network, and torchvision's Faster R-CNN (detection), which
-exports with the TorchScript-based exporter only. All slow (tens of seconds each): the default
+a timm ResNet, SegFormer (MiT-B0), BTS (depth), A2U's matting network, and torchvision's
+Faster R-CNN (detection), which exports with the TorchScript-based exporter only. All slow (tens of seconds each): the default
 run exports a small SegNet through ``sapa export --checkpoint``
 (tests/experiments/test_export_cli.py).
 """
 from __future__ import annotations
 
+import copy
+
+import numpy as np
 import pytest
 import torch
 
@@ -49,6 +52,19 @@ def calibrate_batch_norm(model, shape, steps=3):
     model.eval()
 
 
+def assert_as_accurate_as_torch(model, session, x, factor=2.0, atol=1e-5):
+    """ONNX Runtime's float32 output is as close to the float64 model's as PyTorch's float32
+    output is (within ``factor``). For a deep network whose float32 rounding alone exceeds the
+    element-wise tolerance: A2U's matting network (outputs up to ~25) differs from its own
+    float64 copy by up to 1e-3 in PyTorch, and from ONNX Runtime by as much."""
+    exact = copy.deepcopy(model).double()
+    with torch.no_grad():
+        want = exact(x.double()).numpy()
+        torch_err = np.abs(model(x).double().numpy() - want).max()
+    onnx_err = np.abs(deploy.run_onnx(session, x)[0].astype(np.float64) - want).max()
+    assert onnx_err <= factor * torch_err + atol, (onnx_err, torch_err)
+
+
 def export_and_check(argv, upsampler, extra_rows=1, calibrate=False):
     task, config, model = build(argv, upsampler)
     example = task.example_input(config, torch.device("cpu"))
@@ -60,8 +76,12 @@ def export_and_check(argv, upsampler, extra_rows=1, calibrate=False):
     session = deploy.onnx_session(proto)
     stride = model.stride
     for b, hh, ww in [(2, h, w), (3, h + extra_rows * stride, w), (1, h, w + stride)]:
-        parity = deploy.check_onnx(model, session, (torch.rand(b, c, hh, ww),))
-        assert parity.ok, (b, hh, ww, str(parity))
+        x = torch.rand(b, c, hh, ww)
+        parity = deploy.check_onnx(model, session, (x,), strict=False)
+        if calibrate and not parity.ok:
+            assert_as_accurate_as_torch(model, session, x)
+        else:
+            assert parity.ok, (b, hh, ww, str(parity))
 
 
 @pytest.mark.parametrize("name", sapa.list_upsamplers())
@@ -88,7 +108,9 @@ def test_bts():
 @pytest.mark.parametrize("upsampler", ["a2u", "sapa-b"])
 def test_a2u_matting(upsampler):
     """A2U's matting network: a 4-channel input (image and trimap), output stride 16; its
-    BatchNorm statistics set from data first (``calibrate_batch_norm``)."""
+    BatchNorm statistics set from data first (``calibrate_batch_norm``). Its float32 rounding
+    exceeds the element-wise tolerance in PyTorch itself (bilinear as well): where it does,
+    ONNX Runtime must be as close to the float64 model as PyTorch's float32 is."""
     export_and_check(["--task", "matting", "--image-size", "64"], upsampler, calibrate=True)
 
 
