@@ -102,11 +102,18 @@ def torchrun(*argv: str, nproc: int = 2, timeout: float = 300,
                           env=one_thread_env())
 
 
+def _terminal_signals() -> None:
+    # Ctrl-C as at a terminal: a shell without job control starts background commands with
+    # SIGINT ignored, and a child inherits that (then Python installs no KeyboardInterrupt)
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def start_cli(*argv: str, script: str | None = None) -> subprocess.Popen:
     """Starts ``python -m sapa compare argv`` and returns at once; stdout and stderr are
-    pipes (text)."""
+    pipes (text); SIGINT is a KeyboardInterrupt in it even when this process ignores SIGINT."""
     return subprocess.Popen([sys.executable, *_command(argv, script)], env=one_thread_env(),
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=_terminal_signals)
 
 
 def wait_for_file(proc: subprocess.Popen, path: str, timeout: float,
