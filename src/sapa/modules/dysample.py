@@ -120,7 +120,11 @@ class DySample(FixedScaleUpsampler):
         cx = torch.arange(w, dtype=x.dtype, device=x.device) + 0.5
         cy = torch.arange(h, dtype=x.dtype, device=x.device) + 0.5
         centre = torch.stack([cx.view(1, w).expand(h, w), cy.view(h, 1).expand(h, w)])
-        extent = torch.tensor([w, h], dtype=x.dtype, device=x.device).view(1, 2, 1, 1, 1)
+        if torch.jit.is_tracing():  # the TorchScript ONNX exporter: keep the size symbolic
+            extent = torch._shape_as_tensor(x)[[3, 2]].to(x.dtype)
+        else:
+            extent = torch.tensor([w, h], dtype=x.dtype, device=x.device)
+        extent = extent.view(1, 2, 1, 1, 1)
         pos = offset.view(b, 2, g * s * s, h, w) + centre.view(1, 2, 1, h, w)
         grid = F.pixel_shuffle((2 * pos / extent - 1).view(b, -1, h, w), s)  # B x 2G x sH x sW
         grid = grid.view(b, 2, g, s * h, s * w).permute(0, 2, 3, 4, 1)
